@@ -1,0 +1,38 @@
+"""Installable `nass` package. Ranges here; exact pins in requirements.txt."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="nass",
+    version="0.1.0",
+    description="Noise-robust speech separation on SpeechBrain: NASS, unified SE+SS "
+    "with gradient modulation, GeCo / Fast-GeCo",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["nass", "nass.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.11,<2.15",
+        "torchaudio>=2.6",
+        "speechbrain==1.1.2",
+        "hyperpyyaml>=1.2",
+        "mir_eval>=0.8.2,<0.9",
+        "pyloudnorm>=0.1",
+        "numpy>=1.24",
+        "soundfile>=0.12",
+        "scipy>=1.10",
+        "pesq>=0.0.4",
+        "pystoi>=0.3",
+        "diffusers>=0.30",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "nass-separate=nass.cli:separate_main",
+            "nass-evaluate=nass.cli:evaluate_main",
+        ]
+    },
+)
