@@ -1,0 +1,205 @@
+"""Console commands ``nass-separate`` and ``nass-evaluate`` (declared in ``setup.py``).
+
+Bad input (missing or unreadable audio, a model folder without checkpoint, a broken
+manifest) ends with exit code 2 and a one-line message on stderr, without a traceback
+and without leaving partial outputs behind.
+
+``--model`` and ``--corrector`` folders hold HyperPyYAML, which executes Python: only
+use folders you trust.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+#: Exit code for bad input (the same as argparse's usage errors).
+EXIT_BAD_INPUT = 2
+
+
+def _fail(prog, exc):
+    message = " ".join(str(exc).split())  # one line
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def load_corrector(folder, device="cpu"):
+    """Load a GeCo / Fast-GeCo corrector folder through ``nass.correction.load_corrector``.
+
+    Raises
+    ------
+    ValueError
+        When this installation has no corrector loader.
+    """
+    try:
+        from nass.correction import load_corrector as _load
+    except ImportError as exc:
+        raise ValueError(
+            f"{folder}: cannot load a corrector: nass.correction.load_corrector is not available "
+            "in this installation. Run without --corrector or update nass."
+        ) from exc
+    return _load(folder, device=device)
+
+
+def check_device(device):
+    """Refuse an unusable ``--device`` with a one-line ``ValueError`` instead of a traceback."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--device {device!r} is not a device name (use cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s); pick another index")
+    return device
+
+
+def _output_dirs(inputs, out):
+    """One output folder per input: ``out`` itself for one input, else ``out/<stem>``."""
+    if len(inputs) == 1:
+        return [out]
+    from nass.evaluation import safe_name
+
+    dirs, used = [], set()
+    for path in inputs:
+        name = safe_name(os.path.splitext(os.path.basename(os.path.normpath(path)))[0])
+        candidate, k = name, 2
+        while candidate in used:
+            candidate, k = f"{name}_{k}", k + 1
+        used.add(candidate)
+        dirs.append(os.path.join(out, candidate))
+    return dirs
+
+
+def separate_main(argv=None):
+    """``nass-separate mix.wav [more.wav ...] --model DIR --out DIR [options]``.
+
+    Writes ``s1.wav``, ``s2.wav`` [, ``s3.wav``] [, ``noise.wav``] at each input's rate,
+    into ``--out`` for one input and into ``--out/<input name>/`` for several.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on bad input (message on stderr; nothing written).
+    """
+    parser = argparse.ArgumentParser(
+        prog="nass-separate", description="Separate the speakers (and the noise) of audio files."
+    )
+    parser.add_argument("inputs", nargs="+", help="audio files (any rate; stereo is mixed down)")
+    parser.add_argument("--model", required=True, help="training output folder or exported model folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--chunk_seconds", type=float, default=8.0, help="chunk length for long files (s; 0 = one pass)")
+    parser.add_argument("--overlap_seconds", type=float, default=1.0, help="overlap between chunks (s)")
+    parser.add_argument("--corrector", default=None, help="GeCo / Fast-GeCo model folder (optional)")
+    parser.add_argument("--correction", choices=("fast-geco", "geco"), default="fast-geco")
+    parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from nass.dataio.audio import AudioError, audio_info
+    from nass.inference import Separator, separate_to_folder
+
+    prog = parser.prog
+    out_dirs = _output_dirs(args.inputs, args.out)
+    created = []  # folders this run created, removed again on failure
+    written = []
+    try:
+        check_device(args.device)
+        for path in args.inputs:  # cheap checks before loading the model
+            if os.path.isdir(path):
+                raise AudioError(f"{path}: is a folder, not an audio file. Pass the audio files themselves.")
+            audio_info(path)
+        corrector = load_corrector(args.corrector, device=args.device) if args.corrector else None
+        separator = Separator.from_hparams(
+            args.model,
+            device=args.device,
+            chunk_seconds=args.chunk_seconds,
+            overlap_seconds=args.overlap_seconds,
+            corrector=corrector,
+            correction_mode=args.correction,
+            correction_steps=args.steps,
+        )
+        for path, out_dir in zip(args.inputs, out_dirs):
+            for d in (args.out, out_dir):
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                    created.append(d)
+            written += separate_to_folder(separator, path, out_dir)
+            print(f"{path} -> {out_dir}")
+    except (ValueError, OSError) as exc:
+        _cleanup(written, created)
+        return _fail(prog, exc)
+    except BaseException:
+        _cleanup(written, created)
+        raise
+    return 0
+
+
+def _cleanup(written, created):
+    for p in written:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    for d in reversed(created):
+        try:
+            os.rmdir(d)  # only if empty: never remove what the user put there
+        except OSError:
+            pass
+
+
+def evaluate_main(argv=None):
+    """``nass-evaluate --model DIR --manifest test.csv --out DIR [options]``.
+
+    Writes ``<out>/test_metrics.csv`` and ``<out>/examples/``; prints the means.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on bad input.
+    """
+    parser = argparse.ArgumentParser(
+        prog="nass-evaluate", description="Score a trained separator on a prepared split (manifest CSV)."
+    )
+    parser.add_argument("--model", required=True, help="training output folder or exported model folder")
+    parser.add_argument("--manifest", required=True, help="manifest CSV of the split (e.g. test.csv)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num_workers", type=int, default=2, help="processes computing the metrics (0 = none)")
+    parser.add_argument("--save_examples", type=int, default=5, help="utterances saved as WAV")
+    parser.add_argument("--pesq_estoi", action="store_true", help="also compute PESQ-NB and ESTOI")
+    parser.add_argument(
+        "--chunk_seconds", type=float, default=0.0,
+        help="separate in chunks of this length (s); default 0 = whole utterances, as in the papers",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from nass.evaluation import evaluate_manifest
+    from nass.inference import Separator, load_separator
+
+    prog = parser.prog
+    try:
+        check_device(args.device)
+        if not os.path.isfile(args.manifest):
+            raise ValueError(f"{args.manifest}: manifest not found. Run the data preparation or fix the path.")
+        model, hparams = load_separator(args.model, device=args.device)
+        num_spks = int(hparams.get("num_spks", getattr(model, "num_spks", 2)))
+        separator = Separator(model, hparams["sample_rate"], chunk_seconds=args.chunk_seconds, device=args.device)
+        evaluate_manifest(
+            separator.separate_batch,
+            args.manifest,
+            args.out,
+            num_spks=num_spks,
+            sample_rate=int(hparams["sample_rate"]),
+            num_workers=args.num_workers,
+            save_examples=args.save_examples,
+            pesq_estoi=args.pesq_estoi,
+        )
+    except (ValueError, OSError) as exc:
+        return _fail(prog, exc)
+    return 0
