@@ -1,0 +1,247 @@
+"""The separator forward, PIT, the SeparationBrain training step, recipes and resume."""
+
+import glob
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.batch import PaddedBatch
+
+from conftest import REPO, synthetic_voice
+from nass.brains.separation import SeparationBrain
+from nass.losses.pit import apply_perm, pit_si_snr
+from nass.separation import MaskingSeparator, fit_length
+
+DEMO = os.path.join(REPO, "recipes", "LibriMix", "separation", "hparams", "demo")
+
+
+def load_demo(name, tmp_path, **overrides):
+    overrides = {"output_folder": str(tmp_path / "out"), **overrides}
+    with open(os.path.join(DEMO, name + ".yaml"), encoding="utf-8") as f:
+        return load_hyperpyyaml(f, overrides)
+
+
+def make_batch(num_utts=2, seconds=0.5, seed=0, num_spks=2, noise_level=0.05):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 8000)
+    f0s = [(100, 140), (220, 300), (400, 480)]
+    items = []
+    for u in range(num_utts):
+        srcs = [torch.from_numpy(0.3 * synthetic_voice(rng, n, 8000, rng.uniform(*f0s[s]))) for s in range(num_spks)]
+        noise = torch.from_numpy((noise_level * rng.standard_normal(n)).astype("float32"))
+        clean = torch.stack(srcs).sum(0)
+        item = {"id": f"u{u}", "mix_sig": clean + noise, "noise_sig": noise, "mix_clean_sig": clean}
+        item.update({f"s{s + 1}_sig": srcs[s] for s in range(num_spks)})
+        items.append(item)
+    return PaddedBatch(items)
+
+
+def make_brain(hp, precision="fp32", start=True):
+    brain = SeparationBrain(
+        modules=hp["modules"],
+        opt_class=hp["optimizer"],
+        hparams=hp,
+        run_opts={"device": "cpu", "precision": precision, "noprogressbar": True},
+        checkpointer=None,
+    )
+    if start:
+        brain.on_fit_start()  # checks the method options, creates the optimiser
+    return brain
+
+
+# ----------------------------------------------------------------------------- PIT
+def test_pit_loss_invariant_to_estimate_permutation():
+    torch.manual_seed(0)
+    refs = torch.randn(3, 800, 3)
+    est = refs + 0.5 * torch.randn_like(refs)
+    base, _ = pit_si_snr(est, refs)
+    for p in itertools.permutations(range(3)):
+        loss, perm = pit_si_snr(est[..., list(p)], refs)
+        assert torch.allclose(loss, base, atol=1e-5)
+        # the returned permutation undoes the shuffle for every utterance
+        assert torch.allclose(apply_perm(est[..., list(p)], perm), est)
+
+
+def test_pit_chooses_permutation_per_utterance():
+    torch.manual_seed(1)
+    refs = torch.randn(2, 1600, 2)
+    est = refs.clone()
+    est[1] = refs[1][:, [1, 0]]  # only the second utterance is swapped
+    loss, perm = pit_si_snr(est, refs)
+    assert perm.tolist() == [[0, 1], [1, 0]]
+    # the first utterance's permutation applied to the batch (the NASS reference's perms[0]) is wrong
+    wrong = apply_perm(est, perm[:1].expand(2, 2))
+    assert not torch.allclose(wrong[1], refs[1])
+    assert torch.allclose(apply_perm(est, perm), refs)
+    assert (loss < -60).all()
+
+
+def test_pit_shape_errors():
+    with pytest.raises(ValueError, match=r"\[batch, time, num_spks\]"):
+        pit_si_snr(torch.zeros(2, 100, 2), torch.zeros(2, 100, 3))
+
+
+# ----------------------------------------------------------------------------- forward
+def test_noise_output_slot_is_last_mask(tmp_path):
+    hp = load_demo("sepformer-tiny-noise", tmp_path)
+    sep = hp["separator"]
+    mix = torch.randn(2, 1234)
+    out = sep(mix)
+    assert out.est_sources.shape == (2, 1234, 2) and out.est_noise.shape == (2, 1234)
+    assert out.masked_reps.shape[0] == 3
+    decoded = fit_length(sep.decoder(out.masked_reps[2]), 1234)
+    assert torch.allclose(decoded, out.est_noise, atol=1e-5)
+    base = load_demo("sepformer-tiny", tmp_path)["separator"](mix)
+    assert base.est_noise is None and base.masked_reps.shape[0] == 2
+
+
+def test_mask_count_mismatch_is_reported(tmp_path):
+    hp = load_demo("sepformer-tiny", tmp_path)  # mask network built for 2 outputs
+    sep = MaskingSeparator(
+        hp["model"]["encoder"], hp["model"]["masknet"], hp["model"]["decoder"], num_spks=2, noise_target="extra_output"
+    )
+    with pytest.raises(ValueError, match="needs 3"):
+        sep(torch.randn(1, 800))
+    with pytest.raises(ValueError, match="noise_target"):
+        MaskingSeparator(None, None, None, num_spks=2, noise_target="both")
+
+
+# ----------------------------------------------------------------------------- overfit
+@pytest.mark.parametrize("model", ["sepformer", "dprnn", "convtasnet"])
+def test_tiny_model_overfits(model, tmp_path):
+    """Training loss falls and SI-SNRi on the training mixtures exceeds 10 dB."""
+    torch.manual_seed(0)
+    hp = load_demo(f"{model}-tiny-noise", tmp_path, lr=0.003, speed_perturb=None)
+    brain = make_brain(hp)
+    batch = make_batch(num_utts=2, seconds=0.25)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    losses = [float(brain.fit_batch(batch)) for _ in range(100)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 10
+    brain.modules.eval()
+    with torch.no_grad():
+        out = brain.modules.separator(batch.mix_sig.data)
+    refs = torch.stack([batch.s1_sig.data, batch.s2_sig.data], -1)
+    loss, _ = pit_si_snr(out.est_sources, refs)
+    mix_loss, _ = pit_si_snr(torch.stack([batch.mix_sig.data] * 2, -1), refs)
+    si_snr_i = float((mix_loss - loss).mean())
+    assert si_snr_i > 10, f"{model}: SI-SNRi {si_snr_i:.1f} dB after 100 steps"
+
+
+# ----------------------------------------------------------------------------- methods in the Brain
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_nass_unified_gm_step_runs_and_updates_everything(tmp_path, precision):
+    torch.manual_seed(0)
+    hp = load_demo("sepformer-tiny-nass-unified-gm", tmp_path, speed_perturb=None)
+    brain = make_brain(hp, precision=precision)
+    before = {k: v.detach().clone() for k, v in brain.modules.named_parameters()}
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    loss = brain.fit_batch(make_batch())
+    assert torch.isfinite(loss)
+    changed = {k for k, v in brain.modules.named_parameters() if not torch.equal(before[k], v)}
+    for part in ("separator.encoder", "separator.enhancer", "separator.masknet", "separator.decoder", "patch_sampler"):
+        assert any(k.startswith(part) for k in changed), f"{part} was not updated"
+    stats = brain._stage_stats(loss)
+    assert 0.0 <= stats["gm_conflict_fraction"] <= 1.0
+    assert stats["nce_loss"] > 0 and "se_loss" in stats
+
+
+def test_patch_nce_requires_noise_output(tmp_path):
+    hp = load_demo("sepformer-tiny-nass", tmp_path, noise_target="none", num_masks=2)
+    brain = make_brain(hp, start=False)
+    with pytest.raises(ValueError, match="extra_output"):
+        brain.on_fit_start()
+
+
+def test_nonfinite_batch_is_skipped_then_stops(tmp_path, caplog):
+    hp = load_demo("convtasnet-tiny", tmp_path, nonfinite_patience=1, speed_perturb=None)
+    brain = make_brain(hp)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    brain.nonfinite_count = 0
+    batch = make_batch()
+    batch.mix_sig.data[0, 10] = float("nan")
+    before = [p.detach().clone() for p in brain.modules.parameters()]
+    brain.fit_batch(batch)
+    assert brain.nonfinite_count == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, brain.modules.parameters()))
+    assert "u0" in caplog.text
+    with pytest.raises(ValueError, match="non-finite"):
+        brain.fit_batch(batch)
+
+
+# ----------------------------------------------------------------------------- recipes / YAML
+def all_yaml():
+    return sorted(glob.glob(os.path.join(REPO, "recipes", "*", "separation", "hparams", "**", "*.yaml"), recursive=True))
+
+
+def test_generated_yaml_files_are_current():
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "make_recipe_hparams.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", all_yaml(), ids=lambda p: os.path.relpath(p, os.path.join(REPO, "recipes")))
+def test_every_yaml_instantiates(path, tmp_path):
+    with open(path, encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f, {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "o")})
+    sep = hp["separator"]
+    assert isinstance(sep, MaskingSeparator)
+    assert sep.num_masks == hp["num_spks"] + (hp["noise_target"] == "extra_output")
+    if "-tiny" in path:  # run the tiny ones forward too
+        out = sep(torch.randn(1, 2000))
+        assert out.est_sources.shape == (1, 2000, hp["num_spks"])
+
+
+def test_unknown_override_fails(tmp_path, tiny_librimix):
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "recipes", "LibriMix", "separation", "train.py"),
+        os.path.join(DEMO, "convtasnet-tiny.yaml"),
+        f"--data_folder={tiny_librimix}",
+        f"--output_folder={tmp_path / 'o'}",
+        "--lerning_rate=0.1",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert "lerning_rate" in result.stderr
+
+
+# ----------------------------------------------------------------------------- resume
+def run_recipe(args, cwd):
+    cmd = [sys.executable, os.path.join(REPO, "recipes", "LibriMix", "separation", "train.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_resume_continues_at_next_epoch_with_optimizer_state(tmp_path, tiny_librimix):
+    out = tmp_path / "run"
+    common = [
+        os.path.join(DEMO, "convtasnet-tiny-noise.yaml"),
+        f"--data_folder={tiny_librimix}",
+        f"--output_folder={out}",
+        "--training_signal_len=2000",
+        "--batch_size=2",
+        "--eval_num_workers=0",
+        "--n_audio_to_save=1",
+        "--noprogressbar",
+    ]
+    first = run_recipe(common + ["--N_epochs=1"], str(tmp_path))
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    def latest_optimizer_state():
+        ckpts = sorted(glob.glob(str(out / "save" / "CKPT+*")), key=os.path.getmtime)
+        return torch.load(os.path.join(ckpts[-1], "optimizer.ckpt"), weights_only=True)
+
+    steps_after_1 = latest_optimizer_state()["state"][0]["step"].item()
+    second = run_recipe(common + ["--N_epochs=2"], str(tmp_path))
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (out / "train_log.txt").read_text()
+    assert log.count("epoch: 1,") == 1 and log.count("epoch: 2,") == 1
+    # the optimiser continued from its saved state: twice the steps of one epoch
+    assert latest_optimizer_state()["state"][0]["step"].item() == 2 * steps_after_1
+    assert (out / "test" / "test_metrics.csv").exists()

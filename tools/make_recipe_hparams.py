@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Write every recipe YAML from one table of datasets x models x methods.
+
+The YAML files under ``recipes/*/separation/hparams/`` are ordinary HyperPyYAML files
+that researchers read and edit; this script only keeps the ~70 variants consistent.
+``tests/test_hparams.py`` fails when a committed file differs from what this script
+writes, so after editing the table run::
+
+    python tools/make_recipe_hparams.py
+
+Model architectures live once in ``hparams/models/*.yaml`` and are ``!include``d.
+"""
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ----------------------------------------------------------------------------- datasets
+DATASETS = {
+    "libri2mix": dict(
+        folder="recipes/LibriMix/separation/hparams/libri2mix",
+        title="Libri2Mix (noisy, 8 kHz, min)",
+        dataset="librimix",
+        data_folder="!PLACEHOLDER  # e.g. /data/Libri2Mix",
+        num_spks=2,
+        splits=("train-360", "dev", "test"),
+        nass_splits=("train-100", "dev", "test"),
+    ),
+    "libri3mix": dict(
+        folder="recipes/LibriMix/separation/hparams/libri3mix",
+        title="Libri3Mix (noisy, 8 kHz, min)",
+        dataset="librimix",
+        data_folder="!PLACEHOLDER  # e.g. /data/Libri3Mix",
+        num_spks=3,
+        splits=("train-360", "dev", "test"),
+        nass_splits=("train-100", "dev", "test"),
+    ),
+    "wham": dict(
+        folder="recipes/WHAM/separation/hparams",
+        title="WHAM! (8 kHz, min)",
+        dataset="wham",
+        data_folder="!PLACEHOLDER  # e.g. /data/wham (holds wav8k/min/{tr,cv,tt})",
+        num_spks=2,
+        splits=("tr", "cv", "tt"),
+        nass_splits=("tr", "cv", "tt"),
+    ),
+    "custom": dict(
+        folder="recipes/Custom/separation/hparams",
+        title="a custom Libri2Mix-shaped folder (<split>/mix_both, s1, s2, noise[, mix_clean])",
+        dataset="custom",
+        data_folder="!PLACEHOLDER  # e.g. /data/my_corpus",
+        num_spks=2,
+        splits=("train", "valid", "test"),
+        nass_splits=("train", "valid", "test"),
+    ),
+    "demo": dict(
+        folder="recipes/LibriMix/separation/hparams/demo",
+        title="the demo corpus (tools/build_demo_corpus.py; Libri2Mix-shaped, real Debian recordings), TINY CPU model",
+        dataset="librimix",
+        data_folder="data/demo/Libri2Mix",
+        num_spks=2,
+        splits=("train", "dev", "test"),
+        nass_splits=("train", "dev", "test"),
+        tiny=True,
+    ),
+}
+
+# ----------------------------------------------------------------------------- models
+MODELS = {
+    "sepformer": dict(fragment="sepformer.yaml", enhancer="enhancer-sepformer.yaml"),
+    "dprnn": dict(fragment="dprnn.yaml", enhancer="enhancer-dprnn.yaml"),
+    "convtasnet": dict(fragment="convtasnet.yaml", enhancer=None),
+}
+
+# Tiny CPU sizes (demo corpus, tests): a few minutes of CPU training learn something.
+TINY = {
+    "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=2, nhead=4, d_ffn=128, K=100),
+    "dprnn": dict(N_encoder_out=64, hidden_channels=32, num_blocks=2, K=100),
+    "convtasnet": dict(N_encoder_out=64, B=32, H=64, P=3, X=4, R=1),
+}
+FULL_N = {"sepformer": 256, "dprnn": 256, "convtasnet": 512}
+TINY_ENHANCER = {
+    "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=1, nhead=4, d_ffn=128, K=100),
+    "dprnn": dict(N_encoder_out=64, hidden_channels=32, num_blocks=1, K=100),
+}
+
+# ----------------------------------------------------------------------------- methods
+# noise: NASS noise output; nce: PatchNCE; front: unified SE front-end; gm: gradient modulation
+METHODS = {
+    "": dict(noise=False, nce=False, front=False, gm=False, title="baseline (speakers only)"),
+    "-noise": dict(noise=True, nce=False, front=False, gm=False, title="noise as an extra output (NASS, no PatchNCE)"),
+    "-nass": dict(noise=True, nce=True, front=False, gm=False, title="NASS: noise output + PatchNCE"),
+    "-unified": dict(noise=False, nce=False, front=True, gm=False, title="unified SE+SS (no gradient modulation)"),
+    "-unified-gm": dict(noise=False, nce=False, front=True, gm=True, title="unified SE+SS with gradient modulation"),
+    "-nass-unified-gm": dict(
+        noise=True, nce=True, front=True, gm=True, title="NASS (noise output + PatchNCE) + unified SE+SS with GM"
+    ),
+}
+MODEL_METHODS = {
+    "sepformer": list(METHODS),
+    "dprnn": list(METHODS),
+    "convtasnet": ["", "-noise"],
+}
+
+
+def render(ds_key, model, method):
+    ds, m = DATASETS[ds_key], METHODS[method]
+    tiny = ds.get("tiny", False)
+    name = f"{model}{'-tiny' if tiny else ''}{method}"
+    rel = os.path.relpath(os.path.join(ROOT, "hparams", "models"), os.path.join(ROOT, ds["folder"]))
+    splits = ds["nass_splits"] if m["nce"] or (m["noise"] and not m["front"]) else ds["splits"]
+    train_split, valid_split, test_split = splits
+    L = []
+    add = L.append
+    add("# " + "#" * 78)
+    add(f"# Generated by tools/make_recipe_hparams.py: edit the table there, then re-run it.")
+    add(f"# Model: {model}{' (TINY CPU size)' if tiny else ''}; method: {m['title']}")
+    add(f"# Data: {ds['title']}")
+    add("# Run:   python recipes/<Dataset>/separation/train.py <this file> --data_folder=<path>")
+    add("# HyperPyYAML executes the Python objects it names: only run YAML files you trust.")
+    add("# " + "#" * 78)
+    add("")
+    add("seed: 1234")
+    add("__set_seed: !apply:torch.manual_seed [!ref <seed>]")
+    add("")
+    add("# ---- data")
+    add(f"dataset: {ds['dataset']}                 # librimix | wham | custom (explicit, never guessed)")
+    add(f"data_folder: {ds['data_folder']}")
+    add("sample_rate: 8000                 # Hz; NASS / GM / GeCo papers all use 8 kHz")
+    add(f"num_spks: {ds['num_spks']}")
+    add("mode: min                         # LibriMix / WHAM! min or max")
+    add("mixture: noisy                    # noisy (mix_both) | clean (mix_clean) input")
+    if m["nce"] or (m["noise"] and not m["front"]):
+        comment = "# NASS paper: Libri2Mix train-100" if ds_key.startswith("libri") else ""
+    elif m["front"]:
+        comment = "# GM paper: Libri2Mix train-360" if ds_key.startswith("libri") else ""
+    else:
+        comment = "# SpeechBrain LibriMix recipe: train-360" if ds_key.startswith("libri") else ""
+    add(f"train_split: {train_split}          {comment}".rstrip())
+    add(f"valid_split: {valid_split}")
+    add(f"test_split: {test_split}")
+    add(f"experiment_name: {name}")
+    add(f"output_folder: !ref results/<experiment_name>/<seed>")
+    add("save_folder: !ref <output_folder>/save")
+    add("train_log: !ref <output_folder>/train_log.txt")
+    add("skip_prep: False")
+    add("")
+    add("# ---- training")
+    if tiny:
+        add("N_epochs: 20")
+        add("batch_size: 4")
+        add("lr: 0.001                         # tiny model, short CPU budget")
+        add("training_signal_len: 24000        # samples: 3 s random crops")
+        add("valid_signal_len: 0               # whole utterances")
+        add("optimizer_step_limit: null        # set e.g. --optimizer_step_limit=2000 for a fixed budget")
+    else:
+        add("N_epochs: 200                     # NASS paper: 200 epochs; GM paper: 120")
+        add("batch_size: 1                     # both papers")
+        add("lr: 0.00015                       # Adam 1.5e-4 (SepFormer, NASS, GM papers)")
+        if m["front"]:
+            add("training_signal_len: 0           # GM paper: full utterances")
+        else:
+            add("training_signal_len: 32000       # samples: 4 s random crops at 8 kHz (NASS paper)")
+        add("valid_signal_len: 0")
+    add("max_grad_norm: 5                  # gradient clipping (SpeechBrain SepFormer recipe)")
+    add("precision: fp32                   # fp32 | fp16 | bf16 (GM paper: fp32)")
+    add("nonfinite_patience: 3             # batches with NaN/Inf loss skipped per epoch before stopping")
+    add("ckpt_interval_minutes: 0          # > 0 also saves mid-epoch checkpoints")
+    add("threshold_byloss: True            # drop utterances already better than `threshold` dB")
+    add("threshold: -30")
+    add("dynamic_mixing: False             # LibriMix-style on-the-fly remixing of the training set")
+    add("noprogressbar: False")
+    add("eval_num_workers: 2               # processes for mir_eval SDR at test time")
+    add("eval_pesq_estoi: False")
+    add("n_audio_to_save: 5                # separated test examples written as WAV")
+    add("")
+    add("speed_perturb: !new:speechbrain.augment.time_domain.SpeedPerturb  # 95/100/105 % (SepFormer recipe)")
+    add("    orig_freq: !ref <sample_rate>")
+    add("    speeds: [95, 100, 105]")
+    add("")
+    add("# ---- method")
+    add(f"noise_target: {'extra_output' if m['noise'] else 'none'}             # none | extra_output (NASS noise output)")
+    add("noise_loss_weight: 1.0           # weight of the noise estimate's negative SI-SNR")
+    if m["front"]:
+        add("se_loss_weight: 0.1              # GM paper: SE loss weight 0.1")
+        add(f"gradient_modulation: {'projection' if m['gm'] else 'none'}       # none | projection (GM paper)")
+    if m["nce"]:
+        add("lambda_nce: 2.0                  # NASS paper: lambda_NCE = 2")
+        add("nce_temperature: 0.07            # NASS reference (patchnce.py)")
+        add("num_patches: 256                 # K patch positions (NASS reference)")
+        add("nce_proj_dim: 256                # projection size (NASS reference PatchSampleF)")
+    add("num_masks: " + ("!ref <num_spks> + 1   # speakers + noise" if m["noise"] else "!ref <num_spks>"))
+    add("")
+    add("# ---- model (sizes overridable here; architecture in hparams/models/)")
+    sizes = TINY[model] if tiny else {"N_encoder_out": FULL_N[model]}
+    for k, v in sizes.items():
+        add(f"{k}: {v}")
+    add(f"model: !include:{rel}/{MODELS[model]['fragment']}")
+    add("    num_masks: !ref <num_masks>")
+    for k in sizes:
+        add(f"    {k}: !ref <{k}>")
+    if m["front"]:
+        esizes = {k: v for k, v in (TINY_ENHANCER[model] if tiny else {}).items() if k != "N_encoder_out"}
+        for k, v in esizes.items():
+            add(f"enhancer_{k}: {v}")
+        add(f"enhancer_model: !include:{rel}/{MODELS[model]['enhancer']}")
+        add("    N_encoder_out: !ref <N_encoder_out>")
+        for k in esizes:
+            add(f"    {k}: !ref <enhancer_{k}>")
+    add("")
+    add("separator: !new:nass.separation.MaskingSeparator")
+    add("    encoder: !ref <model[encoder]>")
+    add("    masknet: !ref <model[masknet]>")
+    add("    decoder: !ref <model[decoder]>")
+    add("    num_spks: !ref <num_spks>")
+    add("    noise_target: !ref <noise_target>")
+    if m["front"]:
+        add("    enhancer: !ref <enhancer_model[enhancer]>")
+    add("")
+    if m["nce"]:
+        add("patch_sampler: !new:nass.losses.patch_nce.PatchSampler")
+        add("    in_channels: !ref <N_encoder_out>")
+        add("    proj_dim: !ref <nce_proj_dim>")
+        add("    num_patches: !ref <num_patches>")
+        add("patch_nce: !new:nass.losses.patch_nce.PatchNCELoss")
+        add("    temperature: !ref <nce_temperature>")
+        add("")
+    add("modules:")
+    add("    separator: !ref <separator>")
+    if m["nce"]:
+        add("    patch_sampler: !ref <patch_sampler>   # trained and checkpointed, unused at inference")
+    add("")
+    add("optimizer: !name:torch.optim.Adam")
+    add("    lr: !ref <lr>")
+    add("    weight_decay: 0")
+    add("")
+    add("lr_scheduler: !new:speechbrain.nnet.schedulers.ReduceLROnPlateau  # SepFormer LibriMix recipe")
+    add("    factor: 0.5")
+    add("    patience: 2")
+    add("    dont_halve_until_epoch: 5")
+    add("")
+    add("epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter")
+    add("    limit: !ref <N_epochs>")
+    add("")
+    add("dataloader_opts:")
+    add("    batch_size: !ref <batch_size>")
+    add("    num_workers: 0")
+    add("    shuffle: True")
+    add("valid_dataloader_opts:")
+    add("    batch_size: 1")
+    add("")
+    add("checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer")
+    add("    checkpoints_dir: !ref <save_folder>")
+    add("    recoverables:")
+    add("        separator: !ref <separator>")
+    if m["nce"]:
+        add("        patch_sampler: !ref <patch_sampler>")
+    add("        lr_scheduler: !ref <lr_scheduler>")
+    add("        counter: !ref <epoch_counter>")
+    add("")
+    add("train_logger: !new:speechbrain.utils.train_logger.FileTrainLogger")
+    add("    save_file: !ref <train_log>")
+    return name, "\n".join(L) + "\n"
+
+
+def all_files():
+    """``{relative path: text}`` of every recipe YAML."""
+    out = {}
+    for ds_key, ds in DATASETS.items():
+        for model, methods in MODEL_METHODS.items():
+            for method in methods:
+                name, text = render(ds_key, model, method)
+                out[os.path.join(ds["folder"], name + ".yaml")] = text
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a committed file is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for rel, text in all_files().items():
+        path = os.path.join(ROOT, rel)
+        current = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+        if current != text:
+            stale.append(rel)
+            if not args.check:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path + ".tmp", "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.replace(path + ".tmp", path)
+    if args.check and stale:
+        print("out of date (run python tools/make_recipe_hparams.py):\n  " + "\n  ".join(stale))
+        return 1
+    print(f"{len(all_files())} files, {len(stale)} {'stale' if args.check else 'written'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
