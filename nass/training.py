@@ -14,6 +14,7 @@ WHAM! and custom folders share one tested path:
    separated examples, next to the checkpoints.
 """
 
+import dataclasses
 import logging
 import os
 import sys
@@ -70,6 +71,9 @@ def load_hparams(argv):
         ``hparams_file, run_opts, overrides, hparams``.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    # speechbrain 1.1.2's argument parser leaves --optimizer_step_limit as a string
+    if isinstance(getattr(run_opts, "optimizer_step_limit", None), str):
+        run_opts = dataclasses.replace(run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit))
     with open(hparams_file, encoding="utf-8") as fin:
         try:
             hparams = load_hyperpyyaml(fin, overrides)
@@ -94,7 +98,7 @@ def prepare_manifests(hparams):
         sample_rate=hparams["sample_rate"],
         mode=hparams.get("mode", "min"),
         mixture=hparams.get("mixture", "noisy"),
-        splits=[hparams["train_split"], hparams["valid_split"], hparams["test_split"]],
+        splits=[hparams[k] for k in ("train_split", "valid_split", "test_split") if hparams.get(k)],
         skip_prep=hparams.get("skip_prep", False),
     )
     run_on_main(prepare_dataset, kwargs=kwargs)
@@ -107,7 +111,10 @@ def build_datasets(hparams, manifests):
     from nass.dataio.pipeline import make_dataset
 
     num_spks, rate = hparams["num_spks"], hparams["sample_rate"]
-    rows = {k: read_manifest(manifests[hparams[f"{k}_split"]], num_spks) for k in ("train", "valid", "test")}
+    rows = {
+        k: read_manifest(manifests[hparams[f"{k}_split"]], num_spks) if hparams.get(f"{k}_split") else []
+        for k in ("train", "valid", "test")
+    }
     segment = int(hparams.get("training_signal_len", 0) or 0)
     if hparams.get("dynamic_mixing", False):
         from nass.dataio.dynamic_mixing import DynamicMixingDataset
