@@ -10,6 +10,9 @@ Interspeech 2024, arXiv 2406.07461 (reference code ``WangHelin1997/Fast-GeCo``).
 * :mod:`.ema` -- ``ExponentialMovingAverage``
 * :mod:`.model` -- ``GeCoModel`` (DSM loss, Fast-GeCo loss, ``correct``),
   ``save_corrector`` / ``load_corrector`` (a folder: ``corrector.json`` + ``corrector.ckpt``)
+* :mod:`.data` -- ``build_triplets`` (separator outputs paired with references, cached),
+  ``read_triplets``, ``TripletDataset`` (training crops); training:
+  :class:`nass.brains.correction.CorrectionBrain`, recipes ``recipes/*/correction/``
 """
 
 from nass.correction.ema import ExponentialMovingAverage

@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Train GeCo / Fast-GeCo on a trained separator's outputs and evaluate before/after correction.
+
+    python recipes/Custom/correction/train.py recipes/Custom/correction/hparams/geco.yaml --data_folder=/path \
+        --separator_folder=<separator output folder>
+    python recipes/Custom/correction/train.py recipes/Custom/correction/hparams/fast-geco.yaml --data_folder=/path \
+        --separator_folder=<separator output folder> --geco_folder=<GeCo output folder>
+
+All logic is in nass.brains.correction.run_correction (shared by every dataset's recipe).
+"""
+
+import sys
+
+from nass.brains.correction import run_correction
+
+if __name__ == "__main__":
+    run_correction(sys.argv[1:])
