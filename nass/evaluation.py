@@ -45,8 +45,23 @@ def safe_name(utt_id):
     return name or "utt"
 
 
-def _inside(folder, name):
-    """``folder/name``, refusing anything that would resolve outside ``folder``."""
+def path_inside(folder, name):
+    """``folder/name``, refusing anything that would resolve outside ``folder``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` resolves outside ``folder`` (``../``, an absolute path) or to it.
+
+    Example
+    -------
+    >>> path_inside("/tmp/out", "a.wav")
+    '/tmp/out/a.wav'
+    >>> path_inside("/tmp/out", "../x")
+    Traceback (most recent call last):
+    ...
+    ValueError: output name '../x' would escape /tmp/out
+    """
     root = os.path.realpath(folder)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root or path == root:
@@ -191,7 +206,7 @@ def evaluate_manifest(
     if max_utterances is not None:
         rows = rows[: int(max_utterances)]
     os.makedirs(out_dir, exist_ok=True)
-    examples_dir = _inside(out_dir, examples_name)
+    examples_dir = path_inside(out_dir, examples_name)
     used_names = set()
     results = [None] * len(rows)
     has_noise_est = None
@@ -227,7 +242,7 @@ def evaluate_manifest(
                 ref_mix, targets, _ = _load_refs(row, num_spks, sample_rate)
                 n = len(ref_mix)
                 _write_examples(
-                    _inside(examples_dir, name), row, ref_mix, est[:n],
+                    path_inside(examples_dir, name), row, ref_mix, est[:n],
                     est_noise[:n] if est_noise is not None else None, targets, sample_rate,
                 )
             task = (row, est, est_noise, num_spks, sample_rate, pesq_estoi)
@@ -254,7 +269,7 @@ def evaluate_manifest(
     for c in columns:
         values = np.array([r.get(c, float("nan")) for r in results], dtype=np.float64)
         means[c] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-    csv_path = _inside(out_dir, csv_name)
+    csv_path = path_inside(out_dir, csv_name)
     with atomic_write(csv_path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

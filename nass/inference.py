@@ -9,7 +9,7 @@ Model folders
 
 * a **training output folder** (what the training Brain writes): ``hyperparams.yaml``
   (SpeechBrain's copy of the training YAML with the overrides applied) and checkpoints
-  ``save/CKPT+*/separator.ckpt`` with ``CHECKPOINT.yaml`` metadata; the checkpoint with
+  ``save/CKPT+*/separator.ckpt`` with ``CKPT.yaml`` metadata (SpeechBrain's meta file); the checkpoint with
   the highest ``si-snr`` meta (validation SI-SNR, dB) is used, else the most recent; or
 * an **exported model folder**: ``hyperparams.yaml`` and ``separator.ckpt`` side by side.
 
@@ -108,8 +108,13 @@ def load_state_dict(path, device="cpu"):
 def _checkpoint_meta(ckpt_dir):
     import yaml
 
-    meta_path = os.path.join(ckpt_dir, "CHECKPOINT.yaml")
-    if not os.path.isfile(meta_path):
+    # SpeechBrain's Checkpointer (and nass.checkpoints) write CKPT.yaml; CHECKPOINT.yaml is
+    # accepted too for folders made by hand
+    for meta_name in ("CKPT.yaml", "CHECKPOINT.yaml"):
+        meta_path = os.path.join(ckpt_dir, meta_name)
+        if os.path.isfile(meta_path):
+            break
+    else:
         return {}
     try:
         with open(meta_path, encoding="utf-8") as f:
@@ -133,7 +138,8 @@ def find_checkpoint(source):
     str
         Path of ``separator.ckpt``: the exported one when ``source/separator.ckpt``
         exists; else, among ``source/save/CKPT+*/separator.ckpt``, the one whose
-        ``CHECKPOINT.yaml`` has the highest ``si-snr`` (dB, higher is better); when
+        ``CKPT.yaml`` (SpeechBrain's meta file; ``CHECKPOINT.yaml`` is also read) has the
+        highest ``si-snr`` (dB, higher is better); when
         none has that key, the most recent (``unixtime`` meta, then folder name, which
         SpeechBrain makes a timestamp).
 

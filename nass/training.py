@@ -83,6 +83,8 @@ def load_hparams(argv):
             if "PLACEHOLDER" in str(exc):
                 raise SystemExit(f"{hparams_file}: {exc} Pass it on the command line, e.g. --data_folder=/path.")
             raise
+        except OSError as exc:  # e.g. the checkpointer cannot create the output folder
+            raise SystemExit(f"{hparams_file}: {exc}")
     return hparams_file, run_opts, overrides, hparams
 
 

@@ -251,7 +251,7 @@ def render(ds_key, model, method):
     add("valid_dataloader_opts:")
     add("    batch_size: 1")
     add("")
-    add("checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer")
+    add("checkpointer: !new:nass.checkpoints.AtomicCheckpointer")
     add("    checkpoints_dir: !ref <save_folder>")
     add("    recoverables:")
     add("        separator: !ref <separator>")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from nass.dataio.audio import atomic_write, read_audio, write_audio
+from nass.evaluation import path_inside, safe_name
 from nass.losses.pit import apply_perm, pit_si_snr
 
 logger = logging.getLogger(__name__)
@@ -284,7 +285,8 @@ def build_triplets(separator, manifest_csv, cache_folder, split, num_spks=2, sam
         scores.append(-float(loss))
         for k in range(num_spks):
             rid = f"{row['ID']}_s{k + 1}"
-            paths = {sub: os.path.join(split_dir, sub, rid + ".wav") for sub in ("mix", "est", "ref")}
+            # file names from IDs never leave the cache folder (`../` in an ID)
+            paths = {sub: path_inside(os.path.join(split_dir, sub), safe_name(rid) + ".wav") for sub in ("mix", "est", "ref")}
             # FLOAT: estimates may exceed [-1, 1]; nothing is clipped
             write_audio(paths["mix"], mix[:n], sample_rate, subtype="FLOAT")
             write_audio(paths["est"], aligned[:, k], sample_rate, subtype="FLOAT")
