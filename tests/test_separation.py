@@ -221,7 +221,7 @@ def run_recipe(args, cwd):
 def test_resume_continues_at_next_epoch_with_optimizer_state(tmp_path, tiny_librimix):
     out = tmp_path / "run"
     common = [
-        os.path.join(DEMO, "convtasnet-tiny-noise.yaml"),
+        os.path.join(DEMO, "sepformer-tiny-nass.yaml"),
         f"--data_folder={tiny_librimix}",
         f"--output_folder={out}",
         "--training_signal_len=2000",
@@ -245,3 +245,46 @@ def test_resume_continues_at_next_epoch_with_optimizer_state(tmp_path, tiny_libr
     # the optimiser continued from its saved state: twice the steps of one epoch
     assert latest_optimizer_state()["state"][0]["step"].item() == 2 * steps_after_1
     assert (out / "test" / "test_metrics.csv").exists()
+    # the PatchNCE projection head is checkpointed with the separator ...
+    ckpts = glob.glob(str(out / "save" / "CKPT+*"))
+    assert all(os.path.exists(os.path.join(c, "patch_sampler.ckpt")) for c in ckpts)
+    # ... but a NASS-trained model separates with the plain Separator
+    from nass.inference import Separator
+
+    sep = Separator.from_hparams(str(out))
+    est, noise = sep.separate_batch(torch.randn(1, 4000))
+    assert est.shape == (1, 4000, 2) and noise.shape == (1, 4000)
+
+
+def test_gradient_modulation_statistics_are_logged_per_step(tmp_path):
+    hp = load_demo("sepformer-tiny-unified-gm", tmp_path, speed_perturb=None)
+    os.makedirs(hp["output_folder"], exist_ok=True)
+    brain = make_brain(hp)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    for step in range(1, 3):
+        brain.step = step
+        brain.fit_batch(make_batch(seed=step))
+    rows = open(os.path.join(hp["output_folder"], "gm_stats.csv")).read().splitlines()
+    assert rows[0].startswith("epoch_step,num_shared,num_conflicted,conflict_fraction")
+    assert len(rows) == 3
+    num_shared, num_conflicted, fraction = rows[1].split(",")[1:4]
+    assert int(num_shared) > 0 and 0 <= int(num_conflicted) <= int(num_shared)
+    assert abs(float(fraction) - int(num_conflicted) / int(num_shared)) < 1e-3
+
+
+def test_missing_clean_mixture_is_the_sum_of_sources(tiny_librimix):
+    from nass.dataio.pipeline import make_dataset
+
+    base = os.path.join(tiny_librimix, "wav8k", "min", "train")
+    row = {
+        "ID": "train_000",
+        "duration": 0.5,
+        "mix_wav": os.path.join(base, "mix_both", "train_000.wav"),
+        "s1_wav": os.path.join(base, "s1", "train_000.wav"),
+        "s2_wav": os.path.join(base, "s2", "train_000.wav"),
+        "noise_wav": os.path.join(base, "noise", "train_000.wav"),
+        "mix_clean_wav": "",
+    }
+    item = make_dataset([row], 2, 8000)[0]
+    assert torch.allclose(item["mix_clean_sig"], item["s1_sig"] + item["s2_sig"])
+    assert not torch.allclose(item["mix_clean_sig"], item["mix_sig"])

@@ -16,10 +16,16 @@ Modules are always called through ``self.modules`` so the DDP wrapper is used un
 ``num_spks``, ``mixture`` (noisy | clean), ``noise_loss_weight``, ``threshold_byloss``,
 ``threshold``, ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or
 null), ``se_loss_weight``, ``gradient_modulation`` (none | projection), ``lambda_nce``,
-``lr_scheduler``, ``epoch_counter``, ``train_logger``.
+``lr_scheduler``, ``epoch_counter``, ``train_logger``, ``output_folder``.
+
+With gradient modulation, every step's statistics (shared tensors, how many conflicted,
+the fraction, the mean cosine between g_SE and g_SS) are appended to
+``<output_folder>/gm_stats.csv``, and the epoch mean of the conflict fraction is in the
+training log (``gm_conflict_fraction``).
 """
 
 import logging
+import os
 
 import speechbrain as sb
 import torch
@@ -222,12 +228,28 @@ class SeparationBrain(sb.core.Brain):
                     grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None,
                 )
                 self._gm_stats.append(stats["conflict_fraction"])
+                self._log_gm_step(stats)
             else:
                 self.scaler.scale(total / factor).backward()
         if should_step:
             self.optimizers_step()
         self.on_fit_batch_end(batch, predictions, total, should_step)
         return total.detach().cpu()
+
+    def _log_gm_step(self, stats):
+        """Append this step's modulation statistics to ``<output_folder>/gm_stats.csv``."""
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None or not sb.utils.distributed.if_main_process():
+            return
+        path = os.path.join(folder, "gm_stats.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", encoding="utf-8") as f:
+            if new:
+                f.write("epoch_step,num_shared,num_conflicted,conflict_fraction,mean_cosine\n")
+            f.write(
+                f"{self.step},{stats['num_shared']},{stats['num_conflicted']},"
+                f"{float(stats['conflict_fraction']):.4f},{float(stats['mean_cosine']):.4f}\n"
+            )
 
     def _skip_nonfinite(self, batch):
         self.nonfinite_count += 1
