@@ -1,0 +1,796 @@
+"""Listening demo page: mixtures, references and every system's estimates side by side.
+
+A static HTML page in the style of the GeCo demo page (Wang et al., "Noise-robust speech
+separation with fast generative correction", Interspeech 2024, companion web page): for
+each of ``N`` test mixtures, a table with the mixture, the references ``s1 .. sN`` (and the
+noise when the split has one) and, for every system, its estimates aligned to the
+references by the best-SI-SNR permutation (:func:`nass.losses.pit.pit_si_snr`), plus its
+noise estimate when the model has a noise output. Every cell holds a log-magnitude
+spectrogram (matplotlib, no axes, same colour scale within an example), an audio player and the
+SI-SNR (dB) of the estimate against its reference. Training curves (loss and validation
+SI-SNR per epoch, parsed from each model's ``train_log.txt``) are plotted at the top.
+
+Layout written under ``out_dir``::
+
+    index.html                 relative links only: opens from the file system, no server
+    img/curves.png             training curves (when at least one log has epochs)
+    img/<example>_<cell>.png   spectrograms
+    audio/<example>_<cell>.wav 16-bit PCM copies / estimates
+    .demo_page_files.json      the files of the last run (stale ones are removed on re-run)
+
+Every file is written atomically (:func:`nass.dataio.audio.atomic_write`); ``index.html``
+is written last, so a page never links to a file that is not there yet. A small inline
+script marks images and audio that fail to load (``data-media-broken`` on ``<body>``),
+which is how the tests check the page in a real browser.
+
+Command line: ``python tools/make_demo_page.py --help`` (see ``docs/demo_page.md``).
+"""
+
+import argparse
+import contextlib
+import html
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nass.dataio.audio import atomic_write, read_audio, write_audio
+from nass.losses.pit import apply_perm, pit_si_snr
+from nass.losses.si_snr import si_snr
+
+logger = logging.getLogger(__name__)
+
+#: Dynamic range of the spectrogram colour scale (dB below the example's maximum).
+DYNAMIC_RANGE_DB = 80.0
+#: Record of the files written by the last run, relative to ``out_dir``.
+FILE_LIST = ".demo_page_files.json"
+
+
+class DemoPageError(ValueError):
+    """Bad arguments or inputs for the demo page; the message names them and the fix."""
+
+
+# --------------------------------------------------------------------------- systems
+@dataclass
+class DemoSystem:
+    """One column group of the page: a named separator (optionally with a corrector).
+
+    Parameters
+    ----------
+    name : str
+        Shown in the page (escaped).
+    separator : object
+        Has ``separate_file(path) -> (est_sources [T, S], est_noise [T] or None)`` at the
+        file's rate (:class:`nass.inference.Separator`).
+    log_path : str, optional
+        The training log (``train_log.txt``) whose curves are plotted, or ``None``.
+    num_spks : int, optional
+        Speakers the model separates (checked against the manifest), or ``None``.
+
+    Example
+    -------
+    >>> DemoSystem("oracle", separator=None).name
+    'oracle'
+    """
+
+    name: str
+    separator: object
+    log_path: str = None
+    num_spks: int = None
+
+
+def load_system(name, model_folder, corrector_folder=None, correction_mode="fast-geco", correction_steps=30,
+                device="cpu"):
+    """Load a trained separator folder (and optionally a corrector) as a :class:`DemoSystem`.
+
+    Parameters
+    ----------
+    name : str
+        System name for the page.
+    model_folder : str
+        Training output folder or exported model folder (:func:`nass.inference.load_separator`;
+        its ``hyperparams.yaml`` is trusted code).
+    corrector_folder : str, optional
+        GeCo / Fast-GeCo folder (:func:`nass.correction.model.load_corrector`).
+    correction_mode : {"fast-geco", "geco"}
+        Passed to the corrector.
+    correction_steps : int
+        Reverse steps for ``"geco"``.
+    device : str
+        Where the models run.
+
+    Returns
+    -------
+    DemoSystem
+        Mixtures are separated in one pass (no chunking: the evaluation protocol).
+
+    Raises
+    ------
+    nass.inference.ModelLoadError
+        Bad model folder.
+    DemoPageError
+        Unknown ``correction_mode``.
+
+    Example
+    -------
+    >>> load_system("x", "/nonexistent")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nass.inference.ModelLoadError: /nonexistent: model folder not found...
+    """
+    from nass.inference import Separator, load_separator
+
+    if correction_mode not in ("fast-geco", "geco"):
+        raise DemoPageError(f"system {name!r}: correction mode {correction_mode!r} is not known; use fast-geco or geco.")
+    model, hparams = load_separator(model_folder, device=device)
+    corrector = None
+    if corrector_folder is not None:
+        from nass.correction.model import load_corrector
+
+        corrector = load_corrector(corrector_folder, device=device)
+    sep = Separator(model, hparams["sample_rate"], chunk_seconds=None, device=device, corrector=corrector,
+                    correction_mode=correction_mode, correction_steps=correction_steps)
+    log = os.path.join(model_folder, "train_log.txt")
+    return DemoSystem(name, sep, log if os.path.isfile(log) else None, hparams.get("num_spks"))
+
+
+# --------------------------------------------------------------------------- training logs
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+
+
+def parse_train_log(path):
+    """Per-epoch statistics of a SpeechBrain ``FileTrainLogger`` log.
+
+    Lines look like ``epoch: 1, lr: 1.00e-03 - train loss: 18.74, train si-snr: -6.39e+00 -
+    valid loss: 9.81, valid si-snr: -2.34e+00``. Lines without ``epoch:`` (e.g. the final
+    ``Epoch loaded: ... - test ...`` line) and fields that are not numbers are skipped; a
+    later line for the same epoch (a resumed run) replaces the earlier one.
+
+    Parameters
+    ----------
+    path : str
+        ``train_log.txt``.
+
+    Returns
+    -------
+    list of dict
+        Sorted by epoch; each has ``"epoch"`` (int) and every ``"<stage> <stat>"`` key found
+        (``"train loss"``, ``"valid si-snr"``, ...) as float. Missing or unreadable file: ``[]``.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "train_log.txt")
+    >>> _ = open(p, "w").write("epoch: 1, lr: 1.00e-03 - train loss: 18.74 - valid loss: 9.81, valid si-snr: -2.34e+00\\n"
+    ...                        "epoch: 2, lr: 1.00e-03 - train loss: 8.5\\n")
+    >>> [(r["epoch"], r.get("valid si-snr")) for r in parse_train_log(p)]
+    [(1, -2.34), (2, None)]
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    by_epoch = {}
+    for line in lines:
+        match = re.match(r"\s*epoch:\s*(\d+)", line)
+        if not match:
+            continue
+        record = {"epoch": int(match.group(1))}
+        for item in re.split(r"\s+-\s+|,\s*", line):
+            key, sep, value = item.partition(":")
+            key, value = key.strip(), value.strip()
+            if not sep or key == "epoch" or not re.fullmatch(_NUMBER, value, flags=re.IGNORECASE):
+                continue
+            record[key] = float(value)
+        by_epoch[record["epoch"]] = record
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def plot_training_curves(curves, path):
+    """Plot loss (train solid, valid dashed) and validation SI-SNR per epoch, one colour per model.
+
+    Parameters
+    ----------
+    curves : dict
+        Model name -> records of :func:`parse_train_log`.
+    path : str
+        PNG to write (atomically).
+
+    Returns
+    -------
+    bool
+        ``False`` (and nothing written) when no model has any epoch.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "curves.png")
+    >>> plot_training_curves({"a": [{"epoch": 1, "train loss": 3.0}, {"epoch": 2, "train loss": 1.0}]}, p)
+    True
+    >>> plot_training_curves({"a": []}, p + "2")
+    False
+    """
+    curves = {name: records for name, records in curves.items() if records}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(9, 2.8), dpi=80)
+    ax_loss, ax_snr = fig.subplots(1, 2)
+    any_snr = False
+    for k, (name, records) in enumerate(curves.items()):
+        colour = f"C{k % 10}"
+        for key, style, label in (("train loss", "-", "train"), ("valid loss", "--", "valid")):
+            pts = [(r["epoch"], r[key]) for r in records if math.isfinite(r.get(key, math.nan))]
+            if pts:
+                ax_loss.plot(*zip(*pts), style, color=colour, marker=".", label=f"{name} ({label})")
+        pts = [(r["epoch"], r["valid si-snr"]) for r in records if math.isfinite(r.get("valid si-snr", math.nan))]
+        if pts:
+            any_snr = True
+            ax_snr.plot(*zip(*pts), "-", color=colour, marker=".", label=name)
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel="loss")
+    ax_snr.set(title="Validation SI-SNR", xlabel="epoch", ylabel="dB")
+    if not any_snr:
+        ax_snr.text(0.5, 0.5, "no validation statistics in the logs", ha="center", va="center",
+                    transform=ax_snr.transAxes, color="gray")
+    last = max(r["epoch"] for records in curves.values() for r in records)
+    for ax in (ax_loss, ax_snr):
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return True
+
+
+# --------------------------------------------------------------------------- spectrograms
+def log_spectrogram(wav, sample_rate):
+    """Log-magnitude STFT (dB) with a 32 ms Hann window and 8 ms hop.
+
+    Parameters
+    ----------
+    wav : numpy.ndarray
+        ``[time]``.
+    sample_rate : int
+        Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[freq, frames]`` in dB (``20 log10(|X| + 1e-8)``).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> log_spectrogram(np.zeros(8000, "float32"), 8000).shape
+    (129, 126)
+    """
+    n_fft = 1 << max(int(round(math.log2(0.032 * sample_rate))), 4)
+    hop = max(int(0.008 * sample_rate), 1)
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+    if x.numel() < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - x.numel()))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, return_complex=True)
+    return (20 * torch.log10(spec.abs() + 1e-8)).numpy()
+
+
+def save_spectrogram(spec_db, path, vmin, vmax, size=(240, 160)):
+    """Write a small spectrogram PNG (no axes: low frequencies at the bottom, time to the right).
+
+    Parameters
+    ----------
+    spec_db : numpy.ndarray
+        ``[freq, frames]`` dB (:func:`log_spectrogram`).
+    path : str
+        PNG written atomically.
+    vmin, vmax : float
+        Colour scale in dB, shared by the cells of one example.
+    size : tuple of int
+        Width and height in pixels (default 240 x 160, i.e. 3 x 2 in at 80 dpi).
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.png")
+    >>> save_spectrogram(np.zeros((129, 10)), p, -80, 0)
+    >>> open(p, "rb").read(4)
+    b'\\x89PNG'
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    dpi = 80
+    fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_axis_off()
+    ax.imshow(spec_db, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, interpolation="antialiased")
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+
+
+# --------------------------------------------------------------------------- helpers
+def safe_stem(text, index):
+    """A file-name stem for example ``index`` derived from an untrusted ID.
+
+    Only ``[A-Za-z0-9._-]`` are kept (others become ``_``), the result is cut to 60
+    characters and prefixed by the zero-padded index, so it never holds a path separator
+    or ``..``, never starts with a dot and two IDs never collide.
+
+    Parameters
+    ----------
+    text : str
+        Utterance ID (any characters).
+    index : int
+        Position of the example on the page.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> safe_stem("../../etc/passwd", 3)
+    '03_____etc_passwd'
+    >>> safe_stem("a<b>", 0)
+    '00_a_b_'
+    """
+    cleaned = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]", "_", str(text)))[:60]
+    return f"{index:02d}_{cleaned}"
+
+
+def num_spks_of_manifest(path):
+    """Number of speakers of a manifest, from its ``s<k>_wav`` header columns.
+
+    Parameters
+    ----------
+    path : str
+        Manifest CSV.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    DemoPageError
+        Missing file or no speaker column.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> _ = open(p, "w").write("ID,duration,mix_wav,s1_wav,s2_wav,noise_wav,mix_clean_wav\\n")
+    >>> num_spks_of_manifest(p)
+    2
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+    except OSError as exc:
+        raise DemoPageError(f"{path}: manifest cannot be read ({exc}). Give a manifest CSV written by the preparation.") from exc
+    count = len([c for c in header if re.fullmatch(r"s\d+_wav", c)])
+    if not count:
+        raise DemoPageError(f"{path}: no s1_wav/s2_wav columns in the header; it is not a separation manifest.")
+    return count
+
+
+def select_examples(rows, num_examples, seed=0):
+    """``num_examples`` rows drawn at random (``seed``), kept in manifest order.
+
+    Example
+    -------
+    >>> [r["ID"] for r in select_examples([{"ID": str(i)} for i in range(10)], 3, seed=0)]
+    ['0', '6', '9']
+    """
+    if num_examples <= 0:
+        raise DemoPageError(f"num_examples={num_examples}: give a positive number of examples.")
+    picked = sorted(random.Random(seed).sample(range(len(rows)), min(num_examples, len(rows))))
+    return [rows[i] for i in picked]
+
+
+def _peak_safe(x):
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    return x * (0.99 / peak) if peak > 1.0 else x
+
+
+def _db(est, ref):
+    return float(si_snr(torch.as_tensor(est, dtype=torch.float32), torch.as_tensor(ref, dtype=torch.float32)))
+
+
+def _fit(x, n):
+    x = np.asarray(x, dtype=np.float32)
+    return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
+
+
+# --------------------------------------------------------------------------- page
+_CHECK_SCRIPT = """
+<script>
+// Marks images / audio that fail to load: <body data-media-ok, -broken, -pending> and #media-check.
+(function () {
+  function check() {
+    var ok = 0, broken = [], pending = 0;
+    document.querySelectorAll("img").forEach(function (el) {
+      if (!el.complete) { pending++; } else if (el.naturalWidth > 0) { ok++; } else { broken.push(el.getAttribute("src")); }
+    });
+    document.querySelectorAll("audio").forEach(function (el) {
+      if (el.error || el.networkState === HTMLMediaElement.NETWORK_NO_SOURCE) { broken.push(el.getAttribute("src")); }
+      else if (el.readyState >= 1) { ok++; } else { pending++; }
+    });
+    var b = document.body;
+    b.dataset.mediaOk = ok; b.dataset.mediaBroken = broken.length; b.dataset.mediaPending = pending;
+    var out = document.getElementById("media-check");
+    out.textContent = broken.length ? "Missing media: " + broken.join(", ")
+      : (pending ? "Loading media (" + pending + " pending)" : "All " + ok + " images and audio files loaded.");
+    out.className = broken.length ? "bad" : "";
+  }
+  document.querySelectorAll("audio").forEach(function (el) {
+    ["loadedmetadata", "error"].forEach(function (ev) { el.addEventListener(ev, check); });
+  });
+  document.querySelectorAll("img").forEach(function (el) {
+    ["load", "error"].forEach(function (ev) { el.addEventListener(ev, check); });
+  });
+  window.addEventListener("load", check);
+  check();
+})();
+</script>
+"""
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin-bottom: 1em; }
+th, td { border: 1px solid #ddd; padding: 4px; text-align: center; vertical-align: top; font-size: 0.85em; }
+th { background: #f4f4f4; }
+td img { display: block; width: 240px; height: 160px; }
+audio { width: 240px; height: 32px; }
+.score { font-variant-numeric: tabular-nums; }
+.label { text-align: left; font-weight: bold; min-width: 8em; }
+.muted { color: #888; font-size: 0.85em; }
+#media-check { color: #486; font-size: 0.8em; } #media-check.bad { color: #c00; font-weight: bold; }
+"""
+
+
+def _cell(img, audio, caption, attrs=""):
+    """One table cell: spectrogram, player, caption (all escaped)."""
+    return (
+        f'<td{attrs}><img src="{html.escape(img, quote=True)}" alt="spectrogram">'
+        f'<audio controls preload="metadata" src="{html.escape(audio, quote=True)}"></audio>'
+        f'<div class="score">{html.escape(caption)}</div></td>'
+    )
+
+
+def make_demo_page(rows, systems, out_dir, num_examples=5, seed=0, num_spks=None, title="nass listening demo",
+                   curves=None):
+    """Separate ``num_examples`` mixtures with every system and write the demo page.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Manifest rows (:func:`nass.dataio.manifest.read_manifest`): ``ID``, ``mix_wav``,
+        ``s1_wav`` .. ``s{num_spks}_wav``, ``noise_wav`` (may be ``""``).
+    systems : list of DemoSystem
+        Systems shown, in this order (names must be distinct).
+    out_dir : str
+        Output folder (created); ``index.html``, ``img/`` and ``audio/`` in it are replaced.
+    num_examples : int
+        How many mixtures (drawn with ``seed``; all when fewer rows).
+    seed : int
+        Seed of the draw.
+    num_spks : int, optional
+        Speakers per mixture (default: counted from the ``s<k>_wav`` keys of ``rows[0]``).
+    title : str
+        Page title (escaped).
+    curves : dict, optional
+        Name -> training-log path; default: each system's ``log_path``, one per distinct log.
+
+    Returns
+    -------
+    str
+        Path of ``index.html``.
+
+    Raises
+    ------
+    DemoPageError
+        No rows, no systems, duplicate system names, or a system whose number of
+        estimated speakers differs from the manifest's.
+    nass.dataio.audio.AudioError
+        Unreadable audio (the message names the file).
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, torch
+    >>> from nass.dataio.audio import write_audio
+    >>> d = tempfile.mkdtemp()
+    >>> rng = np.random.default_rng(0)
+    >>> row = {"ID": "utt<1>", "noise_wav": ""}
+    >>> for k in ("s1", "s2"):
+    ...     row[k + "_wav"] = os.path.join(d, k + ".wav")
+    ...     write_audio(row[k + "_wav"], 0.1 * rng.standard_normal(4000), 8000)
+    >>> row["mix_wav"] = os.path.join(d, "mix.wav")
+    >>> write_audio(row["mix_wav"], 0.1 * rng.standard_normal(4000), 8000)
+    >>> class Halves:  # a stand-in separator: both estimates = mix / 2
+    ...     def separate_file(self, path):
+    ...         x = torch.from_numpy(read_audio(path)[0])
+    ...         return torch.stack([x / 2, x / 2], 1), None
+    >>> page = make_demo_page([row], [DemoSystem("halves", Halves())], os.path.join(d, "demo"), num_examples=1)
+    >>> "utt&lt;1&gt;" in open(page).read()
+    True
+    >>> sorted(os.listdir(os.path.join(d, "demo", "audio")))[:2]
+    ['00_utt_1__m0_halves_s1.wav', '00_utt_1__m0_halves_s2.wav']
+    """
+    if not rows:
+        raise DemoPageError("make_demo_page: the manifest has no rows; give a prepared split with mixtures.")
+    if not systems:
+        raise DemoPageError("make_demo_page: no system given; pass at least one --model NAME=<folder>.")
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise DemoPageError(f"make_demo_page: system names must be distinct, got {names}.")
+    if num_spks is None:
+        num_spks = len([k for k in rows[0] if re.fullmatch(r"s\d+_wav", k)])
+    for s in systems:
+        if s.num_spks is not None and int(s.num_spks) != num_spks:
+            raise DemoPageError(
+                f"system {s.name!r} separates {s.num_spks} speakers but the manifest has {num_spks}; "
+                "use a test split with the model's number of speakers."
+            )
+    examples = select_examples(rows, num_examples, seed)
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    written = []  # paths relative to out_dir
+
+    def out(rel):
+        written.append(rel)
+        return os.path.join(out_dir, rel)
+
+    # ---- training curves
+    if curves is None:
+        curves = {}
+        seen = set()
+        for s in systems:
+            if s.log_path and os.path.abspath(s.log_path) not in seen:
+                seen.add(os.path.abspath(s.log_path))
+                curves[s.name] = s.log_path
+    has_curves = plot_training_curves({n: parse_train_log(p) for n, p in curves.items()}, os.path.join(out_dir, "img", "curves.png"))
+    if has_curves:
+        written.append("img/curves.png")
+
+    spk_labels = [f"s{j + 1}" for j in range(num_spks)]
+    sections, summary = [], {s.name: [] for s in systems}
+    for index, row in enumerate(examples):
+        stem = safe_stem(row["ID"], index)
+        mix, rate = read_audio(row["mix_wav"], mono="mix")
+        n = mix.shape[0]
+        refs = np.stack([_fit(read_audio(row[f"{k}_wav"], sample_rate=rate, mono="mix")[0], n) for k in spk_labels], 1)
+        noise_ref = None
+        if row.get("noise_wav"):
+            noise_ref = _fit(read_audio(row["noise_wav"], sample_rate=rate, mono="mix")[0], n)
+        # cells: (key, label, wav, caption)
+        ref_cells = [("mix", "Mixture", mix, "input")]
+        mix_scores = [_db(mix, refs[:, j]) for j in range(num_spks)]
+        ref_cells += [(k, f"Reference {k}", refs[:, j], "reference") for j, k in enumerate(spk_labels)]
+        if noise_ref is not None:
+            ref_cells.append(("noise", "Reference noise", noise_ref, "reference"))
+        system_cells = []
+        for s in systems:
+            est, est_noise = s.separator.separate_file(row["mix_wav"])
+            est = torch.as_tensor(est, dtype=torch.float32)
+            if est.dim() != 2 or est.shape[1] != num_spks:
+                raise DemoPageError(
+                    f"system {s.name!r} returned estimates of shape {tuple(est.shape)} for {row['mix_wav']}; "
+                    f"expected [time, {num_spks}]."
+                )
+            est = torch.from_numpy(np.stack([_fit(est[:, j].numpy(), n) for j in range(num_spks)], 1))
+            _, perm = pit_si_snr(est.unsqueeze(0), torch.from_numpy(refs).unsqueeze(0))
+            est = apply_perm(est.unsqueeze(0), perm)[0].numpy()
+            cells = []
+            scores = []
+            for j, k in enumerate(spk_labels):
+                score = _db(est[:, j], refs[:, j])
+                scores.append(score)
+                cells.append((k, est[:, j], f"SI-SNR {score:.1f} dB (SI-SNRi {score - mix_scores[j]:+.1f})"))
+            noise_cell = None
+            if est_noise is not None:
+                est_noise = _fit(torch.as_tensor(est_noise).numpy(), n)
+                caption = f"SI-SNR {_db(est_noise, noise_ref):.1f} dB" if noise_ref is not None else "noise estimate"
+                noise_cell = ("noise", est_noise, caption)
+            summary[s.name].append((float(np.mean(scores)), float(np.mean(scores) - np.mean(mix_scores))))
+            system_cells.append((s, cells, noise_cell))
+
+        # ---- spectrograms with one colour scale per example
+        all_wavs = [c[2] for c in ref_cells] + [c[1] for _, cells, nc in system_cells for c in cells + ([nc] if nc else [])]
+        specs = [log_spectrogram(w, rate) for w in all_wavs]
+        vmax = max(float(sp.max()) for sp in specs)
+        vmin = vmax - DYNAMIC_RANGE_DB
+        duration = n / rate
+        spec_iter = iter(specs)
+
+        def media(name, wav):
+            rel_img, rel_wav = f"img/{stem}_{name}.png", f"audio/{stem}_{name}.wav"
+            save_spectrogram(next(spec_iter), out(rel_img), vmin, vmax)
+            write_audio(out(rel_wav), _peak_safe(np.asarray(wav, dtype=np.float32)), rate)
+            return rel_img, rel_wav
+
+        has_noise_col = noise_ref is not None or any(nc for _, _, nc in system_cells)
+        columns = [f"Speaker {j + 1}" for j in range(num_spks)] + (["Noise"] if has_noise_col else [])
+        nrows = 1 + len(systems)
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in ["Mixture", ""] + columns)
+        img, wav = media("mix", mix)
+        mix_caption = "input; SI-SNR vs " + ", ".join(f"{k}: {v:.1f} dB" for k, v in zip(spk_labels, mix_scores))
+        body = ["<tr>" + _cell(img, wav, mix_caption, f' rowspan="{nrows}"') + '<td class="label">Reference</td>']
+        for key, _label, wav_data, caption in ref_cells[1:]:
+            body.append(_cell(*media(f"ref_{key}", wav_data), caption))
+        if has_noise_col and noise_ref is None:
+            body.append('<td class="muted">no noise reference</td>')
+        body.append("</tr>")
+        for k, (s, cells, noise_cell) in enumerate(system_cells):
+            safe_sys = f"m{k}_" + re.sub(r"[^A-Za-z0-9._-]", "_", s.name)[:30]  # index: distinct even if names sanitise alike
+            row_html = [f'<tr><td class="label">{html.escape(s.name)}</td>']
+            for key, wav_data, caption in cells:
+                row_html.append(_cell(*media(f"{safe_sys}_{key}", wav_data), caption))
+            if noise_cell is not None:
+                row_html.append(_cell(*media(f"{safe_sys}_noise", noise_cell[1]), noise_cell[2]))
+            elif has_noise_col:
+                row_html.append('<td class="muted">no noise output</td>')
+            body.append("".join(row_html) + "</tr>")
+        sections.append(
+            f'<h2>Example {index + 1}: <code>{html.escape(str(row["ID"]))}</code> '
+            f'<span class="muted">({duration:.2f} s, {rate} Hz)</span></h2>\n'
+            f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
+        )
+
+    summary_rows = "".join(
+        f"<tr><td class='label'>{html.escape(name)}</td><td class='score'>{np.mean([v[0] for v in vals]):.2f}</td>"
+        f"<td class='score'>{np.mean([v[1] for v in vals]):+.2f}</td></tr>"
+        for name, vals in summary.items()
+    )
+    curves_html = (
+        '<h2>Training curves</h2><p><img src="img/curves.png" alt="training curves" style="max-width:100%"></p>'
+        if has_curves else '<p class="muted">No training log with epochs was found.</p>'
+    )
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n"
+        f"<p>{len(examples)} mixture(s) drawn (seed {int(seed)}) from the test split; estimates are aligned to the "
+        "references by the best-SI-SNR permutation. Spectrograms: log-magnitude, 32 ms Hann window, 0 Hz (bottom) "
+        "to half the sampling rate (top), time left to right, same colour scale within an example "
+        f"({DYNAMIC_RANGE_DB:.0f} dB range). SI-SNRi is relative to the mixture.</p>\n"
+        f"{curves_html}\n<h2>Mean over the examples shown</h2>\n<table><tr><th>System</th><th>SI-SNR (dB)</th>"
+        f"<th>SI-SNRi (dB)</th></tr>{summary_rows}</table>\n" + "\n".join(sections)
+        + '\n<p id="media-check"></p>\n' + _CHECK_SCRIPT + "</body></html>\n"
+    )
+    index_path = os.path.join(out_dir, "index.html")
+    with atomic_write(index_path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+    _remove_stale(out_dir, written)
+    return index_path
+
+
+def _remove_stale(out_dir, written):
+    """Delete files of the previous run that this run did not write, then record this run's."""
+    record = os.path.join(out_dir, FILE_LIST)
+    previous = []
+    with contextlib.suppress(OSError, ValueError):
+        with open(record, encoding="utf-8") as f:
+            previous = json.load(f)
+    keep = set(written)
+    for rel in previous if isinstance(previous, list) else []:
+        # only plain names inside img/ or audio/, never a path that could leave out_dir
+        if not isinstance(rel, str) or rel in keep or not re.fullmatch(r"(img|audio)/[A-Za-z0-9_-][A-Za-z0-9._-]*", rel):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(out_dir, rel))
+    with atomic_write(record) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(sorted(keep), f, indent=0)
+
+
+# --------------------------------------------------------------------------- command line
+def _name_value(text, option):
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value:
+        raise DemoPageError(f"{option} {text!r}: expected NAME=VALUE (e.g. {option} sepformer=results/sepformer/1234).")
+    return name.strip(), value
+
+
+def build_parser():
+    """The ``make_demo_page`` argument parser.
+
+    Example
+    -------
+    >>> a = build_parser().parse_args(["--manifest", "t.csv", "--model", "A=x"])
+    >>> a.num_examples, a.out
+    (5, 'docs/demo')
+    """
+    p = argparse.ArgumentParser(
+        prog="make_demo_page",
+        description="Write a static listening page (spectrograms, audio, SI-SNR, training curves) for trained separators.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="prepared test manifest CSV (nass.dataio.prepare)")
+    src.add_argument("--data_folder", help="dataset root to prepare a split from (with --dataset, --split)")
+    p.add_argument("--dataset", default="librimix", choices=["librimix", "wham", "custom"])
+    p.add_argument("--split", default="test", help="split folder to prepare with --data_folder (default test)")
+    p.add_argument("--mixture", default="noisy", choices=["noisy", "clean"], help="network input with --data_folder")
+    p.add_argument("--sample_rate", type=int, default=None,
+                   help="rate of the data with --data_folder (default: the first model's)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                   help="trained separator folder; repeat for several systems")
+    p.add_argument("--corrector", action="append", default=[], metavar="NAME=SEP:CORR:MODE",
+                   help="separator folder + GeCo corrector folder + mode (fast-geco|geco)")
+    p.add_argument("--num_examples", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="docs/demo")
+    p.add_argument("--title", default="nass listening demo")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--correction_steps", type=int, default=30)
+    return p
+
+
+def main(argv=None):
+    """Command-line entry point (``tools/make_demo_page.py``); returns the exit status.
+
+    Example
+    -------
+    >>> main(["--manifest", "/nonexistent.csv", "--model", "A=/nonexistent"])  # message on stderr
+    2
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from nass.dataio.manifest import read_manifest
+    from nass.dataio.prepare import prepare_dataset
+
+    tmp_dir = None
+    try:
+        if not args.model and not args.corrector:
+            raise DemoPageError("no system given: pass at least one --model NAME=<trained folder>.")
+        specs = [(*_name_value(m, "--model"), None, None) for m in args.model]
+        for c in args.corrector:
+            name, value = _name_value(c, "--corrector")
+            parts = value.rsplit(":", 2)
+            if len(parts) != 3:
+                raise DemoPageError(f"--corrector {c!r}: expected NAME=<separator folder>:<corrector folder>:<fast-geco|geco>.")
+            specs.append((name, parts[0], parts[1], parts[2]))
+        if args.manifest:
+            num_spks = num_spks_of_manifest(args.manifest)
+            manifest = args.manifest
+        systems = []
+        for name, folder, corr, mode in specs:
+            systems.append(load_system(name, folder, corr, mode or "fast-geco", args.correction_steps, args.device))
+        if not args.manifest:
+            rate = args.sample_rate or systems[0].separator.sample_rate
+            num_spks = int(systems[0].num_spks or 2)
+            tmp_dir = tempfile.mkdtemp(prefix="nass-demo-")
+            manifest = prepare_dataset(args.dataset, args.data_folder, tmp_dir, num_spks=num_spks,
+                                       sample_rate=rate, mixture=args.mixture, splits=[args.split])[args.split]
+        rows = read_manifest(manifest, num_spks)
+        page = make_demo_page(rows, systems, args.out, num_examples=args.num_examples, seed=args.seed,
+                              num_spks=num_spks, title=args.title)
+    except ValueError as exc:  # DemoPageError, DatasetError, ModelLoadError, AudioError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if tmp_dir:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    print(f"wrote {page}")
+    return 0
