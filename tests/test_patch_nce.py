@@ -203,3 +203,18 @@ def test_runs_under_bf16_autocast():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert q.grad is not None
+
+
+def test_cell_windows_equal_full_map_convolution():
+    """Convolving only the gathered windows gives exactly the whole-map values."""
+    torch.manual_seed(3)
+    sampler = PatchSampler(in_channels=12, num_patches=40)
+    maps = torch.randn(3, 12, 57, requires_grad=True)
+    ids = sampler.sample_ids(3, 12, 57)
+    fast = sampler._cells(maps, ids)
+    full = sampler._cells_full(maps, ids)
+    assert fast.shape == (3, 40, 1)
+    assert torch.allclose(fast, full, atol=1e-6)
+    g_fast = torch.autograd.grad(fast.sum(), maps)[0]
+    g_full = torch.autograd.grad(full.sum(), maps)[0]
+    assert torch.allclose(g_fast, g_full, atol=1e-6)

@@ -177,9 +177,12 @@ class SeparationBrain(sb.core.Brain):
         speakers = reps[:num_spks].permute(1, 2, 3, 0)  # [B, N, L, S]
         # align each utterance's estimates with its references (per-utterance permutation)
         query = apply_perm(speakers, perm).permute(0, 3, 1, 2)  # [B, S, N, L]
-        positive = torch.stack(
-            [self._encode(refs["sources"][..., j]) for j in range(num_spks)], dim=1
-        )  # [B, S, N, L]
+        # positives are detached inside the criterion (reference behaviour): then no graph
+        # is needed for them at all
+        with torch.set_grad_enabled(not getattr(self.hparams.patch_nce, "detach_keys", False)):
+            positive = torch.stack(
+                [self._encode(refs["sources"][..., j]) for j in range(num_spks)], dim=1
+            )  # [B, S, N, L]
         noise_rep = reps[num_spks]  # [B, N, L]
         return nass_contrastive_loss(
             query,

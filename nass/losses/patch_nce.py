@@ -283,14 +283,40 @@ class PatchSampler(nn.Module):
     def _project(self, maps, ids):
         """``maps`` ``[B, N, L]``, ``ids`` ``[B, K]`` -> ``[B, K, D]`` unit vectors."""
         if self.patch_layout == "cell":
-            grid = self.conv(maps.unsqueeze(1)).flatten(1)  # [B, H*W]
-            patches = grid.gather(1, ids).unsqueeze(-1)  # [B, K, 1]
+            patches = self._cells(maps, ids)  # [B, K, 1]
         else:
             grid = self.conv(maps).transpose(1, 2)  # [B, W, N]
             index = ids.unsqueeze(-1).expand(-1, -1, grid.shape[-1])
             patches = grid.gather(1, index)  # [B, K, N]
         out = self.mlp(patches)
         return out / (out.norm(dim=-1, keepdim=True) + self.eps)
+
+
+    def _cells(self, maps, ids):
+        """The two-convolution cell values at ``ids`` only: ``[B, N, L]``, ``[B, K]`` -> ``[B, K, 1]``.
+
+        A cell of the convolved map depends only on the ``R x R`` input window below it
+        (``R = 2 * kernel_size - 1``), so the windows at the sampled positions are
+        gathered and convolved alone: the same values as convolving the whole map
+        (:meth:`_cells_full`, kept for the tests) at a ``K / positions`` fraction of
+        the cost.
+        """
+        batch, channels, frames = maps.shape
+        reach = 2 * (self.kernel_size - 1)
+        width = frames - reach  # columns of the convolved map
+        rows, cols = ids // width, ids % width  # top-left corner of each window
+        offsets = torch.arange(reach + 1, device=maps.device)
+        window = (offsets.view(-1, 1) * frames + offsets.view(1, -1)).flatten()  # [R*R]
+        index = (rows * frames + cols).unsqueeze(-1) + window  # [B, K, R*R]
+        k = ids.shape[1]
+        windows = maps.flatten(1).gather(1, index.flatten(1))  # [B, K*R*R]
+        windows = windows.view(batch * k, 1, reach + 1, reach + 1)
+        return self.conv(windows).view(batch, k, 1)
+
+    def _cells_full(self, maps, ids):
+        """Reference implementation of :meth:`_cells`: convolve the whole map, then gather."""
+        grid = self.conv(maps.unsqueeze(1)).flatten(1)  # [B, H*W]
+        return grid.gather(1, ids).unsqueeze(-1)
 
 
 class PatchNCELoss(nn.Module):
