@@ -1,0 +1,593 @@
+#!/usr/bin/env python3
+"""Reproduce the project's results table from scratch: ``docs/results.md`` + ``docs/results.csv``.
+
+One command runs, in order (each step reuses what is already finished):
+
+1. ``bench/quality_at_budget.py``: the six tiny SepFormer configurations (plain, noise
+   output, NASS, unified SE+SS, unified + GM, NASS + unified + GM) trained for the same
+   number of optimiser steps with every seed, then scored on the demo test split
+   (SI-SNRi, SDRi, PESQ-NB, ESTOI). A run whose ``test/test_metrics.csv`` exists is not
+   trained again.
+2. ``bench/bench_correction_quality.py`` (when the file exists): the separator alone vs
+   + Fast-GeCo / + GeCo on the first seed's ``sepformer-tiny-noise``; otherwise those rows
+   are marked "not run".
+3. ``bench/bench_speed.py``: speed and memory ratios (its Markdown is appended).
+
+Then it writes the table with the exact setup of every row (dataset and split, sample
+rate, model size, budget in steps and seconds, seeds, hardware, software versions), the
+mean and spread over seeds, and the papers' reference numbers in a separate table.
+
+These are SHORT CPU RUNS OF TINY MODELS ON THE DEMO CORPUS, not paper-scale numbers;
+the Markdown says so at the top.
+
+Usage::
+
+    .venv/bin/python bench/run_all.py                 # full: 400 steps x 2 seeds (hours on 2 cores)
+    .venv/bin/python bench/run_all.py --quick         # smoke: 20 steps, 1 seed, separate output folders
+    .venv/bin/python bench/run_all.py --tables-only   # only re-write docs/results.* from finished runs
+"""
+
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+DEMO_HPARAMS = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo")
+CONFIGS = [
+    "sepformer-tiny",
+    "sepformer-tiny-noise",
+    "sepformer-tiny-nass",
+    "sepformer-tiny-unified",
+    "sepformer-tiny-unified-gm",
+    "sepformer-tiny-nass-unified-gm",
+]
+METHOD_NAMES = {
+    "sepformer-tiny": "SepFormer (PIT SI-SNR)",
+    "sepformer-tiny-noise": "+ noise output",
+    "sepformer-tiny-nass": "NASS (noise output + PatchNCE)",
+    "sepformer-tiny-unified": "unified SE+SS",
+    "sepformer-tiny-unified-gm": "unified SE+SS + GM",
+    "sepformer-tiny-nass-unified-gm": "NASS + unified SE+SS + GM",
+}
+#: (csv key, column title, decimals)
+METRICS = [
+    ("si-snr_i", "SI-SNRi (dB)", 2),
+    ("sdr_i", "SDRi (dB)", 2),
+    ("pesq", "PESQ-NB", 3),
+    ("estoi", "ESTOI", 3),
+    ("noise_si-snr", "noise SI-SNR (dB)", 2),
+]
+#: The papers' numbers (SI-SNRi / SDRi, dB, 8 kHz, min mode), with their setups.
+PAPER_REFERENCES = [
+    ("Hu et al., ICASSP 2023 (arXiv 2302.11131)", "SepFormer", "Libri2Mix-noisy", "14.9", "15.4",
+     "train-360, 8 kHz min; full-size SepFormer, GPU training"),
+    ("Hu et al., ICASSP 2023 (arXiv 2302.11131)", "GM-SepFormer (unified SE+SS + GM)", "Libri2Mix-noisy", "16.0",
+     "16.5", "as above"),
+    ("Hu et al., ICASSP 2023 (arXiv 2302.11131)", "GM-SepFormer", "Libri3Mix-noisy", "15.8", "16.4", "as above"),
+    ("Zhang et al., ICASSP 2024 (arXiv 2305.10761)", "SepFormer baseline", "Libri2Mix-noisy", "13.2", "13.8",
+     "train-100, 8 kHz min"),
+    ("Zhang et al., ICASSP 2024 (arXiv 2305.10761)", "NASS-SepFormer", "Libri2Mix-noisy", "14.4", "15.0",
+     "train-100, 8 kHz min"),
+    ("Zhang et al., ICASSP 2024 (arXiv 2305.10761)", "NASS-SepFormer", "WHAM!", "16.5", "16.8", "8 kHz min"),
+]
+CSV_FIELDS = [
+    "row", "config", "method", "dataset", "split", "num_test_utterances", "sample_rate", "model_size",
+    "params_separator", "params_trained", "steps", "batch_size", "segment_s", "train_seconds_mean",
+    "seeds", "n_seeds",
+] + [f"{k}_{s}" for k, _, _ in METRICS for s in ("mean", "std")] + [
+    "cpu", "cores", "gpu", "python", "torch", "speechbrain", "nass_commit", "status",
+]
+
+
+# ----------------------------------------------------------------------------- run folders
+def read_means(csv_path):
+    """Mean row of a ``test_metrics.csv`` as ``{metric: float}`` (``nan`` kept) and the utterance count."""
+    means, count = None, 0
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["ID"] == "mean":
+                means = {k: _float(v) for k, v in row.items() if k != "ID"}
+            else:
+                count += 1
+    if means is None:
+        raise ValueError(f"{csv_path}: no 'mean' row; the evaluation did not finish. Delete the run folder and re-run.")
+    return means, count
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+_TS = r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})"
+
+
+def _stamp(line):
+    m = re.match(_TS, line)
+    if not m:
+        return None
+    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    return t.timestamp() + int(m.group(2)) / 1000.0
+
+
+def parse_log(log_path):
+    """Training facts of one run from SpeechBrain's ``log.txt``.
+
+    Returns
+    -------
+    dict
+        ``train_seconds`` (from the first "Going into epoch" to "Train iteration limit
+        exceeded" of the last session in the log, or to its last checkpoint save; it
+        excludes data preparation and the test evaluation, and includes any validation
+        between epochs), ``steps`` (the ``optimizer_step_limit`` override) and
+        ``params_trained`` (SpeechBrain's "Total Number of Trainable Parameters" text,
+        e.g. ``"161.9k"``); a key is absent when the log does not say.
+    """
+    out = {}
+    if not os.path.isfile(log_path):
+        return out
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    starts = [i for i, line in enumerate(lines) if "Beginning experiment!" in line]
+    session = lines[starts[-1]:] if starts else lines
+    begin = end = None
+    for line in session:
+        if begin is None and "Going into epoch" in line:
+            begin = _stamp(line)
+        elif begin is not None and "Train iteration limit exceeded" in line:
+            end = _stamp(line)
+            break
+        elif begin is not None and "Saved an end-of-epoch checkpoint" in line:
+            end = _stamp(line)
+    if begin is not None and end is not None:
+        out["train_seconds"] = round(end - begin, 1)
+    for line in lines:
+        m = re.search(r"optimizer_step_limit .*?to: (\d+)", line)
+        if m:
+            out["steps"] = int(m.group(1))
+        m = re.search(r"Total Number of Trainable Parameters: ([\d.]+[kMG]?)", line)
+        if m:
+            out["params_trained"] = m.group(1)
+    return out
+
+
+def parse_hyperparams(path):
+    """Plain ``key: value`` scalars of a saved ``hyperparams.yaml`` (no YAML tags resolved)."""
+    out = {}
+    if not os.path.isfile(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^([A-Za-z_][\w]*):\s*([^#!\n]+?)\s*(#.*)?$", line)
+            if m and m.group(2):
+                out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def collect_runs(out_root, configs, seeds):
+    """Per-(config, seed) facts of the runs under ``out_root`` (``<config>-seed<seed>``).
+
+    Returns
+    -------
+    list of dict
+        One per pair: ``config, seed, status`` ("done" or "missing") and, when done, the
+        mean test metrics, ``num_test_utterances``, ``train_seconds``, ``steps``,
+        ``params_trained``, ``sample_rate``, ``batch_size``, ``segment_s``, ``test_split``.
+    """
+    rows = []
+    for config in configs:
+        for seed in seeds:
+            folder = os.path.join(out_root, f"{config}-seed{seed}")
+            metrics = os.path.join(folder, "test", "test_metrics.csv")
+            row = {"config": config, "seed": seed, "folder": folder}
+            if not os.path.isfile(metrics):
+                row["status"] = "missing"
+                rows.append(row)
+                continue
+            means, count = read_means(metrics)
+            hp = parse_hyperparams(os.path.join(folder, "hyperparams.yaml"))
+            row.update(means)
+            row.update(parse_log(os.path.join(folder, "log.txt")))
+            row["status"] = "done"
+            row["num_test_utterances"] = count
+            row["sample_rate"] = hp.get("sample_rate", "")
+            row["batch_size"] = hp.get("batch_size", "")
+            row["test_split"] = hp.get("test_split", "test")
+            seg = hp.get("training_signal_len")
+            row["segment_s"] = (
+                round(int(seg) / int(hp["sample_rate"]), 2) if seg and seg.isdigit() and hp.get("sample_rate") else ""
+            )
+            rows.append(row)
+    return rows
+
+
+def mean_std(values):
+    """Mean and sample standard deviation of the finite values (``nan`` when undefined)."""
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else float("nan"))
+
+
+def aggregate(runs, configs, params=None):
+    """One row per configuration: mean and spread over its finished seeds.
+
+    Parameters
+    ----------
+    runs : list of dict
+        From :func:`collect_runs`.
+    configs : list of str
+    params : dict, optional
+        ``config -> number of separator parameters`` (inference model).
+
+    Returns
+    -------
+    list of dict
+        Keys of :data:`CSV_FIELDS` that depend on the runs (the environment is added by
+        :func:`write_results`).
+    """
+    params = params or {}
+    table = []
+    for config in configs:
+        done = [r for r in runs if r["config"] == config and r["status"] == "done"]
+        row = {
+            "row": "quality", "config": config, "method": METHOD_NAMES.get(config, config),
+            "dataset": "demo corpus (Libri2Mix-shaped, noisy, min)", "model_size": "tiny",
+            "params_separator": params.get(config, ""),
+            "seeds": " ".join(str(r["seed"]) for r in done), "n_seeds": len(done),
+            "status": "done" if done else "not run",
+        }
+        if done:
+            first = done[0]
+            row["split"] = first.get("test_split", "test")
+            row["num_test_utterances"] = first.get("num_test_utterances", "")
+            row["sample_rate"] = first.get("sample_rate", "")
+            row["batch_size"] = first.get("batch_size", "")
+            row["segment_s"] = first.get("segment_s", "")
+            row["params_trained"] = first.get("params_trained", "")
+            steps = sorted({r.get("steps") for r in done if r.get("steps") is not None})
+            row["steps"] = " / ".join(map(str, steps)) if steps else "?"
+            row["train_seconds_mean"] = _round(mean_std([r.get("train_seconds") for r in done])[0], 1)
+            for key, _, digits in METRICS:
+                m, s = mean_std([r.get(key) for r in done])
+                row[f"{key}_mean"], row[f"{key}_std"] = _round(m, digits + 1), _round(s, digits + 1)
+        table.append(row)
+    return table
+
+
+def _round(x, digits):
+    return round(x, digits) if isinstance(x, float) and math.isfinite(x) else ""
+
+
+# ----------------------------------------------------------------------------- correction rows
+CORRECTION_LINE = re.compile(r"^(separator alone \[\d+\]|\+ Fast-GeCo \[\d+\]|\+ GeCo N=\d+ \[\d+\])\s+"
+                             r"(-?[\d.]+|nan)\s+(-?[\d.]+|nan)\s+(-?[\d.]+|nan)\s+(-?[\d.]+|nan)\s*$")
+
+
+def parse_correction_output(text):
+    """Rows of the table ``bench_correction_quality.py`` prints.
+
+    Returns
+    -------
+    list of dict
+        ``name, si-snr_i, sdr_i, pesq, estoi`` per printed row (empty when none found).
+    """
+    rows = []
+    for line in text.splitlines():
+        m = CORRECTION_LINE.match(line.strip())
+        if m:
+            rows.append({"name": m.group(1), "si-snr_i": _float(m.group(2)), "sdr_i": _float(m.group(3)),
+                         "pesq": _float(m.group(4)), "estoi": _float(m.group(5))})
+    return rows
+
+
+def correction_rows(parsed, separator, note):
+    """CSV rows for the correction results (or the 'not run' rows when ``parsed`` is empty)."""
+    names = ["separator alone", "+ Fast-GeCo", "+ GeCo N=30"]
+    if not parsed:
+        return [{"row": "correction", "config": "geco-tiny", "method": n, "status": note,
+                 "dataset": "demo corpus (Libri2Mix-shaped, noisy, min)", "model_size": "tiny"} for n in names]
+    out = []
+    for p in parsed:
+        m = re.search(r"\[(\d+)\]", p["name"])
+        row = {"row": "correction", "config": "geco-tiny / fast-geco-tiny", "method": p["name"], "status": "done",
+               "dataset": "demo corpus (Libri2Mix-shaped, noisy, min)", "split": "test",
+               "num_test_utterances": m.group(1) if m else "", "sample_rate": 8000, "model_size": "tiny",
+               "seeds": os.path.basename(separator), "n_seeds": 1}
+        for key in ("si-snr_i", "sdr_i", "pesq", "estoi"):
+            row[f"{key}_mean"] = _round(p[key], 4)
+        out.append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------- environment
+def environment():
+    """Hardware and software of this machine (CPU model, cores, GPU, versions, git commit)."""
+    env = {"cpu": "unknown", "cores": os.cpu_count(), "gpu": "none", "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    env["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    for mod in ("torch", "speechbrain"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
+            env[mod] = "not installed"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            env["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001
+        pass
+    env["nass_commit"] = git_commit()
+    return env
+
+
+def git_commit():
+    """``git rev-parse HEAD`` (+ ``-dirty`` when tracked files differ), or ``unknown``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head.stdout.strip()[:12] + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def separator_params(configs):
+    """Number of parameters of each configuration's separator (what inference runs)."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    out = {}
+    for config in configs:
+        path = os.path.join(DEMO_HPARAMS, config + ".yaml")
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            hp = load_hyperpyyaml(f, {"output_folder": os.path.join("/tmp", "run_all_params", config)})
+        out[config] = sum(p.numel() for p in hp["separator"].parameters())
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+def _cell(row, key, digits):
+    m, s = row.get(f"{key}_mean", ""), row.get(f"{key}_std", "")
+    if m == "" or m is None:
+        return "n/a"
+    text = f"{float(m):.{digits}f}"
+    if s not in ("", None):
+        text += f" ± {float(s):.{digits}f}"
+    return text
+
+
+def render_markdown(quality, correction, env, setup, runs, speed_md=None):
+    """The text of ``docs/results.md``.
+
+    Parameters
+    ----------
+    quality : list of dict
+        :func:`aggregate` rows.
+    correction : list of dict
+        :func:`correction_rows`.
+    env : dict
+        :func:`environment`.
+    setup : dict
+        ``command``, ``steps``, ``seeds``, ``data_folder``, ``date``, ``quick``.
+    runs : list of dict
+        :func:`collect_runs` (per-seed appendix).
+    speed_md : str, optional
+        ``bench_speed.md`` to append.
+    """
+    lines = [
+        "# Results",
+        "",
+        "> **These are short CPU runs of tiny models on the demo corpus, not paper-scale numbers.** "
+        "They show that every method trains and in which direction it moves at an equal, small budget. "
+        "The papers' numbers (full-size models, LibriMix / WHAM!, GPU-days of training) are listed "
+        "separately below and are not comparable with this table.",
+        "",
+        f"Generated by `{setup['command']}` on {setup['date']}"
+        + (" (**--quick smoke run**: very few steps, one seed)" if setup.get("quick") else "") + ".",
+        "",
+        "## Setup (every row)",
+        "",
+        f"- Data: demo corpus (`tools/build_demo_corpus.py`, Libri2Mix-shaped, real recordings, noisy "
+        f"`mix_both`, min mode) at `{setup['data_folder']}`; trained on `train`, best checkpoint by `dev` "
+        "SI-SNR, scored on the `test` split (number of utterances per row below).",
+        "- Models: tiny SepFormer configurations `recipes/LibriMix/separation/hparams/demo/<config>.yaml`.",
+        f"- Budget: {setup['steps']} optimiser steps per run (equal for every row), seeds {setup['seeds']}; "
+        "training seconds per run are wall time of the training loop on this machine "
+        "(runs share the CPU when `--jobs` > 1).",
+        f"- Hardware: {env['cpu']}, {env['cores']} cores, GPU: {env['gpu']}.",
+        f"- Software: Python {env['python']}, torch {env['torch']}, speechbrain {env['speechbrain']}, "
+        f"nass commit {env['nass_commit']}.",
+        "- Metrics: mean over test utterances; `±` is the sample standard deviation over seeds "
+        "(absent with one seed). SDR: mir_eval BSS Eval v3; PESQ narrow-band; ESTOI.",
+        "",
+        "## Quality at an equal training budget (tiny SepFormer, demo corpus)",
+        "",
+    ]
+    head = ["config", "method", "params (separator)", "steps", "train s (mean)", "seeds"] + [t for _, t, _ in METRICS]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in quality:
+        if r["status"] != "done":
+            params = r.get("params_separator")
+            lines.append("| " + " | ".join([r["config"], r["method"], f"{params:,}" if isinstance(params, int) else "", "", "",
+                                             "not run"] + ["n/a"] * len(METRICS)) + " |")
+            continue
+        params = r.get("params_separator")
+        lines.append("| " + " | ".join(
+            [r["config"], r["method"], f"{params:,}" if isinstance(params, int) else str(params or "?"),
+             str(r.get("steps", "")), str(r.get("train_seconds_mean", "")), f"{r['seeds']} (n={r['n_seeds']})"]
+            + [_cell(r, k, d) for k, _, d in METRICS]) + " |")
+    lines += ["", f"Test utterances per run: "
+              f"{', '.join(sorted({str(r.get('num_test_utterances')) for r in quality if r['status'] == 'done'})) or 'n/a'}; "
+              f"sample rate {', '.join(sorted({str(r.get('sample_rate')) for r in quality if r['status'] == 'done'})) or 'n/a'} Hz; "
+              f"batch {', '.join(sorted({str(r.get('batch_size')) for r in quality if r['status'] == 'done'})) or 'n/a'} x "
+              f"{', '.join(sorted({str(r.get('segment_s')) for r in quality if r['status'] == 'done'})) or 'n/a'} s crops."]
+    lines += ["", "## Generative correction (GeCo / Fast-GeCo, tiny corrector, demo corpus)", ""]
+    head = ["rows", "status", "SI-SNRi (dB)", "SDRi (dB)", "PESQ-NB", "ESTOI"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in correction:
+        vals = [f"{float(r[k + '_mean']):.{d}f}" if r.get(k + "_mean") not in ("", None) else "n/a"
+                for k, d in (("si-snr_i", 2), ("sdr_i", 2), ("pesq", 3), ("estoi", 3))]
+        lines.append("| " + " | ".join([r["method"], r["status"]] + vals) + " |")
+    if correction and correction[0]["status"] == "done":
+        lines += ["", f"Separator: `{correction[0].get('seeds')}`; `[n]` = first n demo test mixtures; see "
+                  "`bench/bench_correction_quality.py` for the corrector's budget."]
+    lines += ["", "## The papers' reference numbers (not comparable with the tables above)", ""]
+    lines.append("| paper | model | data | SI-SNRi (dB) | SDRi (dB) | setup |")
+    lines.append("|---|---|---|---|---|---|")
+    lines += [f"| {p} | {m} | {d} | {a} | {b} | {s} |" for p, m, d, a, b, s in PAPER_REFERENCES]
+    lines += ["", "## Per-seed runs", ""]
+    lines.append("| config | seed | status | steps | train s | " + " | ".join(t for _, t, _ in METRICS) + " |")
+    lines.append("|" + "---|" * (5 + len(METRICS)))
+    for r in runs:
+        vals = [f"{r[k]:.{d}f}" if isinstance(r.get(k), float) and math.isfinite(r[k]) else "n/a" for k, _, d in METRICS]
+        lines.append("| " + " | ".join([r["config"], str(r["seed"]), r["status"], str(r.get("steps", "")),
+                                         str(r.get("train_seconds", ""))] + vals) + " |")
+    if speed_md:
+        lines += ["", "## Speed and memory", "", speed_md.replace("\n# ", "\n### ").replace("\n## ", "\n### ")
+                  .lstrip("# ").strip()]
+    else:
+        lines += ["", "## Speed and memory", "", "not run (`bench/bench_speed.py`)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(docs_dir, quality, correction, env, setup, runs, speed_md=None):
+    """Write ``results.md`` and ``results.csv`` into ``docs_dir`` (atomic renames).
+
+    Returns
+    -------
+    (str, str)
+        The two paths.
+    """
+    os.makedirs(docs_dir, exist_ok=True)
+    md_path, csv_path = os.path.join(docs_dir, "results.md"), os.path.join(docs_dir, "results.csv")
+    with open(md_path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(render_markdown(quality, correction, env, setup, runs, speed_md))
+    os.replace(md_path + ".tmp", md_path)
+    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in quality + correction:
+            writer.writerow({**{k: env.get(k, "") for k in ("cpu", "cores", "gpu", "python", "torch", "speechbrain",
+                                                            "nass_commit")}, **row})
+    os.replace(csv_path + ".tmp", csv_path)
+    return md_path, csv_path
+
+
+# ----------------------------------------------------------------------------- steps
+def run(cmd, log_path=None):
+    """Run a command from the repository root (output to ``log_path`` when given); its return code."""
+    print("+ " + " ".join(cmd), flush=True)
+    if log_path is None:
+        return subprocess.run(cmd, cwd=ROOT).returncode
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def main(argv=None):
+    """Run the benchmarks (reusing finished runs) and write ``docs/results.md`` / ``.csv``."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: few steps, one seed, separate output folders")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per quality run (default 400, quick 20)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 1234 1235 (quick: 1234)")
+    p.add_argument("--configs", nargs="+", default=CONFIGS)
+    p.add_argument("--jobs", type=int, default=2, help="quality runs in parallel")
+    p.add_argument("--data_folder", default=os.path.join(ROOT, "data", "demo", "Libri2Mix"))
+    p.add_argument("--results", default=None,
+                   help="root of the run folders (default results/, quick: results/run_all_quick/)")
+    p.add_argument("--docs", default=os.path.join(ROOT, "docs"), help="where results.md / results.csv go")
+    p.add_argument("--speed-threads", type=int, default=None,
+                   help="--threads for bench_speed.py (1 on a loaded machine)")
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-correction", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--tables-only", action="store_true", help="run nothing; tabulate what is finished")
+    args = p.parse_args(argv)
+    steps = args.steps or (20 if args.quick else 400)
+    seeds = args.seeds or ([1234] if args.quick else [1234, 1235])
+    results = args.results or os.path.join(ROOT, "results", "run_all_quick" if args.quick else "")
+    quality_out = os.path.join(results, "bench_quality")
+    correction_out = os.path.join(results, "bench_correction_quality")
+    speed_out = os.path.join(results, "bench_speed")
+    py = sys.executable
+
+    if not (args.skip_quality or args.tables_only):
+        code = run([py, os.path.join(BENCH, "quality_at_budget.py"), "--configs", *args.configs,
+                    "--seeds", *map(str, seeds), "--steps", str(steps), "--jobs", str(args.jobs),
+                    "--data_folder", args.data_folder, "--out", quality_out, "--extra=--eval_pesq_estoi=True"])
+        if code != 0:
+            print(f"quality_at_budget.py failed (exit {code}); tabulating the runs that finished", file=sys.stderr)
+
+    correction_script = os.path.join(BENCH, "bench_correction_quality.py")
+    correction_log = os.path.join(correction_out, "run_all_stdout.txt")
+    separator = os.path.join(quality_out, f"sepformer-tiny-noise-seed{seeds[0]}")
+    note = "not run"
+    if not os.path.isfile(correction_script):
+        note = "not run (bench/bench_correction_quality.py absent)"
+    elif not (args.skip_correction or args.tables_only) and not os.path.isfile(correction_log):
+        quick = ["--geco_steps", "20", "--fast_steps", "10", "--n_test", "5", "--n_test_geco", "2"] if args.quick else []
+        code = run([py, correction_script, "--separator", separator, "--data_folder", args.data_folder,
+                    "--out", correction_out, *quick], log_path=correction_log + ".partial")
+        if code == 0:
+            os.replace(correction_log + ".partial", correction_log)
+        else:
+            note = f"failed (exit {code}, see {correction_log}.partial)"
+    parsed = []
+    if os.path.isfile(correction_log):
+        with open(correction_log, encoding="utf-8", errors="replace") as f:
+            parsed = parse_correction_output(f.read())
+
+    speed_md_path = os.path.join(speed_out, "bench_speed.md")
+    if not (args.skip_speed or args.tables_only) and not os.path.isfile(speed_md_path):
+        run([py, os.path.join(BENCH, "bench_speed.py"), "--out", speed_out] + (["--quick"] if args.quick else [])
+            + (["--threads", str(args.speed_threads)] if args.speed_threads else []))
+    speed_md = None
+    if os.path.isfile(speed_md_path):
+        with open(speed_md_path, encoding="utf-8") as f:
+            speed_md = f.read()
+
+    runs = collect_runs(quality_out, args.configs, seeds)
+    try:
+        params = separator_params(args.configs)
+    except Exception as exc:  # noqa: BLE001 - the table is still written without the counts
+        print(f"parameter count failed ({exc}); column left empty", file=sys.stderr)
+        params = {}
+    env = environment()
+    setup = {
+        "command": " ".join(["bench/run_all.py"] + (sys.argv[1:] if argv is None else list(argv))),
+        "steps": steps, "seeds": " ".join(map(str, seeds)), "data_folder": os.path.relpath(args.data_folder, ROOT),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
+    }
+    quality = aggregate(runs, args.configs, params)
+    seen = sorted({r["steps"] for r in runs if r["status"] == "done" and r.get("steps") is not None})
+    if seen and seen != [steps]:  # reused runs trained with another budget: say what they used
+        setup["steps"] = f"{' / '.join(map(str, seen))} (as logged by the runs; {steps} requested)"
+    correction = correction_rows(parsed, separator, note)
+    md_path, csv_path = write_results(args.docs, quality, correction, env, setup, runs, speed_md)
+    print(f"written {md_path} and {csv_path}")
+    return quality
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The benchmark runners' bookkeeping on fake inputs (no training, no timing)."""
+
+import csv
+import importlib.util
+import math
+import os
+
+import pytest
+
+from conftest import REPO
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "bench", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_all = _load("run_all")
+bench_speed = _load("bench_speed")
+
+LOG = """2026-11-22 13:32:48,259 - speechbrain.core - INFO - Beginning experiment!
+2026-11-22 13:32:49,000 - speechbrain.core - INFO - optimizer_step_limit which is specified in hparams was overridden by command line input to: 40
+* Total Number of Trainable Parameters: 161.9k
+2026-11-22 13:32:54,265 - speechbrain.utils.epoch_loop - INFO - Going into epoch 1
+2026-11-22 13:34:04,765 - speechbrain.core - INFO - Train iteration limit exceeded
+2026-11-22 13:35:00,000 - speechbrain.utils.checkpoints - INFO - Saved an end-of-epoch checkpoint in x
+"""
+
+
+def fake_run(root, config, seed, si_snr_i, pesq=True):
+    folder = os.path.join(root, f"{config}-seed{seed}")
+    os.makedirs(os.path.join(folder, "test"))
+    cols = ["ID", "si-snr", "si-snr_i", "sdr", "sdr_i", "mix_si-snr"] + (["pesq", "estoi"] if pesq else [])
+    with open(os.path.join(folder, "test", "test_metrics.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for i, v in enumerate([si_snr_i - 1, si_snr_i + 1]):
+            w.writerow([f"u{i}", 1, v, 2, v + 0.5, 0] + ([2.0, 0.7] if pesq else []))
+        w.writerow(["mean", 1, si_snr_i, 2, si_snr_i + 0.5, 0] + ([2.0, 0.7] if pesq else []))
+    with open(os.path.join(folder, "log.txt"), "w") as f:
+        f.write(LOG)
+    with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
+        f.write("seed: 1234\nsample_rate: 8000   # Hz\nbatch_size: 4\ntraining_signal_len: 24000\n"
+                "test_split: test\nspeed_perturb: !new:foo.Bar\n")
+    return folder
+
+
+def test_log_and_run_collection(tmp_path):
+    fake_run(str(tmp_path), "sepformer-tiny", 1, 3.0)
+    fake_run(str(tmp_path), "sepformer-tiny", 2, 5.0, pesq=False)
+    runs = run_all.collect_runs(str(tmp_path), ["sepformer-tiny", "sepformer-tiny-nass"], [1, 2])
+    assert [r["status"] for r in runs] == ["done", "done", "missing", "missing"]
+    first = runs[0]
+    assert first["train_seconds"] == pytest.approx(70.5)
+    assert first["steps"] == 40 and first["params_trained"] == "161.9k"
+    assert first["sample_rate"] == "8000" and first["segment_s"] == 3.0 and first["num_test_utterances"] == 2
+    table = run_all.aggregate(runs, ["sepformer-tiny", "sepformer-tiny-nass"], params={"sepformer-tiny": 1234})
+    row = table[0]
+    assert row["si-snr_i_mean"] == pytest.approx(4.0) and row["si-snr_i_std"] == pytest.approx(math.sqrt(2), abs=1e-3)
+    assert row["pesq_mean"] == pytest.approx(2.0) and row["pesq_std"] == ""  # one finite seed: no spread
+    assert row["n_seeds"] == 2 and row["steps"] == "40"
+    assert table[1]["status"] == "not run"
+
+
+def test_results_files_are_well_formed(tmp_path):
+    fake_run(str(tmp_path), "sepformer-tiny", 1, 3.0)
+    runs = run_all.collect_runs(str(tmp_path), ["sepformer-tiny", "sepformer-tiny-gm"], [1])
+    quality = run_all.aggregate(runs, ["sepformer-tiny", "sepformer-tiny-gm"], params={"sepformer-tiny": 1234})
+    printed = ("separator alone [5]           3.10     3.50    1.900    0.650\n"
+               "+ Fast-GeCo [5]               2.00     2.20    1.800    0.600\n"
+               "separator alone [2]           3.00     3.40      nan    0.640\n"
+               "+ GeCo N=30 [2]               1.00     1.10    1.500    0.500\nwall time x: 1 min\n")
+    parsed = run_all.parse_correction_output(printed)
+    assert [p["name"] for p in parsed] == ["separator alone [5]", "+ Fast-GeCo [5]", "separator alone [2]",
+                                           "+ GeCo N=30 [2]"]
+    assert math.isnan(parsed[2]["pesq"]) and parsed[3]["si-snr_i"] == 1.0
+    correction = run_all.correction_rows(parsed, "x/sepformer-tiny-noise-seed1", "not run")
+    env = {"cpu": "Fake CPU", "cores": 2, "gpu": "none", "python": "3.x", "torch": "t", "speechbrain": "s",
+           "nass_commit": "abc"}
+    setup = {"command": "bench/run_all.py --quick", "steps": 40, "seeds": "1", "data_folder": "data/demo",
+             "date": "today", "quick": True}
+    md_path, csv_path = run_all.write_results(str(tmp_path / "docs"), quality, correction, env, setup, runs,
+                                              speed_md="# Speed\n\n## 1. x\n\n| a |\n|---|\n| 1 |\n")
+    md = open(md_path).read()
+    assert "not paper-scale numbers" in md and "Fake CPU" in md and "14.9" in md  # disclaimer, hardware, papers
+    assert "| sepformer-tiny-gm |" in md and "not run" in md
+    for line in md.splitlines():  # every table row has as many cells as its header
+        if line.startswith("|"):
+            assert line.endswith("|")
+    tables = [block for block in md.split("\n\n") if block.startswith("|")]
+    for block in tables:
+        widths = {row.count("|") for row in block.splitlines()}
+        assert len(widths) == 1, block
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["row"] for r in rows] == ["quality", "quality"] + ["correction"] * 4
+    assert rows[0]["cpu"] == "Fake CPU" and rows[0]["si-snr_i_mean"] == "3.0" and rows[0]["params_separator"] == "1234"
+    assert rows[2]["method"] == "separator alone [5]" and rows[2]["num_test_utterances"] == "5"
+    # without the correction script's output the rows are present and marked
+    assert {r["status"] for r in run_all.correction_rows([], "x", "not run (absent)")} == {"not run (absent)"}
+
+
+def test_speed_markdown_from_fake_result(tmp_path):
+    def row(name, t, suffix=""):
+        return {"variant": name, "params": 100, "method": suffix or "plain", "suffix": suffix, "median_s": t,
+                "min_s": t, "times_s": [t], "ratio_to_plain_brain": t / 1.0,
+                "memory": {"rss_after_imports_mb": 400.0, "peak_rss_mb": 500.0}}
+
+    training = {"size": "tiny", "batch_size": 4, "seconds_per_utterance": 3.0, "reps": 3,
+                "framework_overhead_pct": 2.0, "load_after": [1, 1, 1],
+                "rows": [row("sepformer-tiny", 1.0), row("plain PyTorch loop", 0.98),
+                         row("sepformer-tiny-noise", 1.1, "-noise"), row("sepformer-tiny-nass", 1.2, "-nass"),
+                         row("sepformer-tiny-unified", 1.3, "-unified"),
+                         row("sepformer-tiny-unified-gm", 2.0, "-unified-gm")]}
+    result = {
+        "environment": {"date": "d", "cpu": "Fake CPU", "cores": 2, "torch_threads": 2, "python": "3", "torch": "t",
+                        "device": "cpu", "load_avg_start": [1, 1, 1], "nass_commit": "abc"},
+        "command": "bench/bench_speed.py --quick", "load_avg_end": [2, 2, 2], "training": [training],
+        "inference": {"reps": 3, "rows": [{"model": "sepformer", "size": "tiny", "params": 10, "audio_s": 4.0,
+                                           "median_s": 0.4, "rtf": 0.1}]},
+        "geco": {"rows": [{"size": "tiny", "params": 5, "fast_geco_s_per_s": 0.1, "geco30_s_per_s": 6.0,
+                           "geco_steps_run": 30, "extrapolated": False, "speedup": 60.0}]},
+        "sdr": {"num_utterances": 20, "audio_s": 100, "reps": 1,
+                "rows": [{"method": "serial", "median_s": 10.0, "speedup_vs_serial_mir_eval": 1.0}],
+                "fast_bss_eval": {"version": "0.1.4", "max_abs_diff_sdr_db": 1e-3, "max_abs_diff_mixture_sdr_db": 1e-3,
+                                  "max_abs_diff_sdri_db": 1e-3, "passes_0.05_db": True}},
+    }
+    md = bench_speed.write_outputs(result, str(tmp_path))
+    assert os.path.isfile(tmp_path / "bench_speed.json")
+    assert "+2.0 %" in md and "within the 5 % goal" in md
+    assert "PatchNCE overhead (nass vs noise): +9.1 %" in md and "x1.54" in md
+    assert "500 MiB (100 above imports)" in md and "PASSES" in md and "60.0x" in md
+    for block in md.split("\n\n"):
+        if block.startswith("|"):
+            assert len({r.count("|") for r in block.splitlines()}) == 1, block
