@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := $(shell grep -v '^\s*\#' tools/demo_packages.txt | awk '{print $$1}') chromium
-DEMO_STEPS ?= 600
+DEMO_STEPS ?= 400
 
 .PHONY: demo test venv debs corpus clean-demo
 

@@ -24,6 +24,7 @@ setup(
         "scipy>=1.10",
         "pesq>=0.0.4",
         "pystoi>=0.3",
+        "fast-bss-eval>=0.1.4",
         "diffusers>=0.30",
         "matplotlib>=3.7",
         "tqdm>=4.60",

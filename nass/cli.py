@@ -175,6 +175,8 @@ def evaluate_main(argv=None):
     parser.add_argument("--num_workers", type=int, default=2, help="processes computing the metrics (0 = none)")
     parser.add_argument("--save_examples", type=int, default=5, help="utterances saved as WAV")
     parser.add_argument("--pesq_estoi", action="store_true", help="also compute PESQ-NB and ESTOI")
+    parser.add_argument("--sdr_backend", choices=("mir_eval", "fast_bss_eval"), default="mir_eval",
+                        help="SDR implementation: mir_eval (the papers') or fast_bss_eval (same values, faster)")
     parser.add_argument(
         "--chunk_seconds", type=float, default=0.0,
         help="separate in chunks of this length (s); default 0 = whole utterances, as in the papers",
@@ -208,7 +210,7 @@ def evaluate_main(argv=None):
                 correction_mode=args.correction or ["fast-geco"], correction_steps=args.steps,
                 device=args.device, chunk_seconds=args.chunk_seconds, num_workers=args.num_workers,
                 save_examples=args.save_examples, pesq_estoi=args.pesq_estoi,
-                max_utterances=args.max_utterances, seed=args.seed,
+                max_utterances=args.max_utterances, seed=args.seed, sdr_backend=args.sdr_backend,
             )
             return 0
         separator = Separator(model, hparams["sample_rate"], chunk_seconds=args.chunk_seconds, device=args.device)
@@ -222,6 +224,7 @@ def evaluate_main(argv=None):
             save_examples=args.save_examples,
             pesq_estoi=args.pesq_estoi,
             max_utterances=args.max_utterances,
+            sdr_backend=args.sdr_backend,
         )
     except (ValueError, OSError) as exc:
         return _fail(prog, exc)

@@ -84,12 +84,13 @@ def _load_refs(row, num_spks, sample_rate):
 
 def _score(task):
     """Worker: read the references of one utterance and compute its metrics."""
-    row, est, est_noise, num_spks, sample_rate, pesq_estoi = task
+    row, est, est_noise, num_spks, sample_rate, pesq_estoi, sdr_backend = task
     mix, targets, noise = _load_refs(row, num_spks, sample_rate)
     est = est[: len(mix)]
     est_noise = est_noise[: len(mix)] if est_noise is not None else None
     metrics = separation_metrics(
-        mix, est, targets, sample_rate, est_noise=est_noise, noise=noise, pesq_estoi=pesq_estoi, utt_id=row["ID"]
+        mix, est, targets, sample_rate, est_noise=est_noise, noise=noise, pesq_estoi=pesq_estoi, utt_id=row["ID"],
+        sdr_backend=sdr_backend,
     )
     if est_noise is not None and noise is None:
         metrics["noise_si-snr"] = float("nan")
@@ -147,6 +148,7 @@ def evaluate_manifest(
     csv_name="test_metrics.csv",
     examples_name="examples",
     max_utterances=None,
+    sdr_backend="mir_eval",
 ):
     """Separate every utterance of a manifest and score it.
 
@@ -180,6 +182,9 @@ def evaluate_manifest(
         Sub-folder of ``out_dir`` for the example audio (default ``examples``).
     max_utterances : int, optional
         Score only the first ``max_utterances`` rows of the manifest (quick runs).
+    sdr_backend : {"mir_eval", "fast_bss_eval"}
+        SDR implementation (:func:`nass.metrics.separation_metrics`): the same values,
+        ``fast_bss_eval`` several times faster.
 
     Returns
     -------
@@ -245,7 +250,7 @@ def evaluate_manifest(
                     path_inside(examples_dir, name), row, ref_mix, est[:n],
                     est_noise[:n] if est_noise is not None else None, targets, sample_rate,
                 )
-            task = (row, est, est_noise, num_spks, sample_rate, pesq_estoi)
+            task = (row, est, est_noise, num_spks, sample_rate, pesq_estoi, sdr_backend)
             if executor is None:
                 results[i] = _score(task)
             else:
@@ -327,6 +332,7 @@ def evaluate_with_correction(
     pesq_estoi=True,
     max_utterances=None,
     seed=0,
+    sdr_backend="mir_eval",
 ):
     """Score a separator alone and, with a GeCo / Fast-GeCo corrector, after correction.
 
@@ -352,7 +358,7 @@ def evaluate_with_correction(
     device : str
     chunk_seconds : float
         :class:`nass.inference.Separator` chunking (0: whole utterances, the papers' protocol).
-    num_workers, save_examples, pesq_estoi, max_utterances
+    num_workers, save_examples, pesq_estoi, max_utterances, sdr_backend
         As :func:`evaluate_manifest` (PESQ-NB and ESTOI on by default here).
     seed : int
         ``torch.manual_seed`` before each corrected pass (the samplers draw noise).
@@ -375,7 +381,8 @@ def evaluate_with_correction(
 
     modes = [correction_mode] if isinstance(correction_mode, str) else list(correction_mode)
     common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
-                  save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances)
+                  save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances,
+                  sdr_backend=sdr_backend)
     plain = Separator(model, sample_rate, chunk_seconds=chunk_seconds, device=device)
     results = {"separator": evaluate_manifest(plain.separate_batch, manifest_csv, out_dir, **common)}
     if corrector is None:

@@ -102,6 +102,63 @@ def sdr_mir_eval(est, ref, compute_permutation=True):
     return np.asarray(sdr, dtype=np.float64), np.asarray(perm, dtype=np.int64)
 
 
+def sdr_fast_bss_eval(est, ref):
+    """BSS Eval SDR (dB) of ``est[j]`` against ``ref[j]``, via ``fast_bss_eval``.
+
+    The same quantity as :func:`sdr_mir_eval` with ``compute_permutation=False``
+    (512-tap distortion filter, exact solve): the SDR of estimate ``j`` depends only on
+    the pair ``(est[j], ref[j])``, so each pair is solved alone, which is several times
+    faster than mir_eval. ``tests/test_metrics.py`` checks the agreement (< 0.05 dB;
+    about 1e-14 dB in practice).
+
+    Parameters
+    ----------
+    est, ref : numpy.ndarray
+        ``[num_spks, time]``, already aligned.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[num_spks]`` SDR in dB.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, or an all-zero reference (as mir_eval).
+
+    Source
+    ------
+    Scheibler, "SDR -- Medium Rare with Fast Computations", ICASSP 2022
+    (package ``fast_bss_eval``); Vincent et al., IEEE TASLP 2006.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> ref = rng.standard_normal((2, 4000))
+    >>> bool((sdr_fast_bss_eval(ref + 0.01 * rng.standard_normal((2, 4000)), ref) > 30).all())
+    True
+    """
+    import fast_bss_eval
+
+    est = np.asarray(est, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if est.shape != ref.shape or est.ndim != 2:
+        raise ValueError(
+            f"sdr_fast_bss_eval: expected est and ref of the same shape [num_spks, time], "
+            f"got {est.shape} and {ref.shape}"
+        )
+    if not np.all(np.any(ref != 0, axis=1)):
+        raise ValueError("sdr_fast_bss_eval: an all-zero reference has no SDR")
+    return np.array(
+        [float(fast_bss_eval.sdr(ref[j : j + 1], est[j : j + 1], filter_length=512)[0]) for j in range(ref.shape[0])]
+    )
+
+
+#: ``sdr_backend`` choices of :func:`separation_metrics`.
+SDR_BACKENDS = ("mir_eval", "fast_bss_eval")
+
+
 def _pesq_nb(ref, est, sample_rate, utt_id):
     """PESQ narrow-band of one signal pair, NaN (with a warning) when PESQ refuses."""
     from pesq import pesq
@@ -157,6 +214,7 @@ def separation_metrics(
     noise=None,
     pesq_estoi=False,
     utt_id="utterance",
+    sdr_backend="mir_eval",
 ):
     """All metrics of one utterance, speakers matched by the best SI-SNR permutation.
 
@@ -176,6 +234,9 @@ def separation_metrics(
         Also compute PESQ-NB and ESTOI (slow; several seconds per minute of audio).
     utt_id : str
         Named in warnings.
+    sdr_backend : {"mir_eval", "fast_bss_eval"}
+        ``mir_eval.separation.bss_eval_sources`` (the papers' definition) or
+        :func:`sdr_fast_bss_eval` (the same values, several times faster).
 
     Returns
     -------
@@ -231,13 +292,19 @@ def separation_metrics(
         "si-snr_i": float((sisnr - mix_sisnr).mean()),
     }
     aligned = aligned_t.numpy()
+    if sdr_backend not in SDR_BACKENDS:
+        raise ValueError(f"sdr_backend must be one of {SDR_BACKENDS}, got {sdr_backend!r}")
+    if sdr_backend == "fast_bss_eval":
+        sdr_fn = sdr_fast_bss_eval
+    else:
+        sdr_fn = lambda e, r: sdr_mir_eval(e, r, compute_permutation=False)[0]  # noqa: E731
     try:
-        sdr, _ = sdr_mir_eval(aligned.T, ref.T, compute_permutation=False)
-        sdr_mix, _ = sdr_mir_eval(np.repeat(mix[None], num_spks, axis=0), ref.T, compute_permutation=False)
+        sdr = sdr_fn(aligned.T, ref.T)
+        sdr_mix = sdr_fn(np.repeat(mix[None], num_spks, axis=0), ref.T)
         out["sdr"] = float(sdr.mean())
         out["sdr_i"] = float((sdr - sdr_mix).mean())
     except ValueError as exc:
-        warnings.warn(f"{utt_id}: SDR (mir_eval) could not be computed ({exc}); reported as NaN")
+        warnings.warn(f"{utt_id}: SDR ({sdr_backend}) could not be computed ({exc}); reported as NaN")
         out["sdr"] = out["sdr_i"] = float("nan")
     out["mix_si-snr"] = float(mix_sisnr.mean())
     if pesq_estoi:

@@ -155,6 +155,7 @@ def evaluate_best(brain, hparams, manifests):
         num_workers=hparams.get("eval_num_workers", 2),
         save_examples=hparams.get("n_audio_to_save", 5),
         pesq_estoi=hparams.get("eval_pesq_estoi", False),
+        sdr_backend=hparams.get("eval_sdr_backend", "mir_eval"),
     )
 
 
