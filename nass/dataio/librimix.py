@@ -192,6 +192,49 @@ def prepare_librimix(
     if skip_prep:
         return existing_manifests(csv_paths, label)
 
+    fixes = {
+        "noisy": "Generate the noisy LibriMix version (mix_both and noise), or set mixture: clean.",
+        "clean": "Generate LibriMix with its mix_clean mixtures, or set mixture: noisy.",
+    }
+    return prepare_versioned("librimix", label, data_folder, csv_paths, num_spks, sample_rate, mode, mixture, fixes)
+
+
+def prepare_versioned(dataset, label, data_folder, csv_paths, num_spks, sample_rate, mode, mixture, fixes):
+    """Validate and write the manifests of a ``wav{8k,16k}/{min,max}/<split>/<part>/`` layout.
+
+    Shared by :func:`prepare_librimix` and :func:`nass.dataio.wham.prepare_wham` (WHAM! uses
+    the LibriMix layout with splits ``tr/cv/tt``).
+
+    Parameters
+    ----------
+    dataset : str
+        Key stored in the manifests' option sidecars (``"librimix"``, ``"wham"``).
+    label : str
+        Dataset name used in messages (``"Libri2Mix"``, ``"WHAM!"``).
+    data_folder : str
+        Root holding ``wav8k`` / ``wav16k``.
+    csv_paths : dict
+        Split -> manifest path (the splits to prepare, in order).
+    num_spks, sample_rate, mode, mixture
+        As :func:`prepare_librimix`.
+    fixes : dict
+        ``{"noisy": str, "clean": str}``: the fix named when a required part is missing.
+
+    Returns
+    -------
+    dict
+        Split -> absolute manifest path.
+
+    Raises
+    ------
+    DatasetError
+        See :func:`prepare_librimix`.
+
+    Example
+    -------
+    See :func:`prepare_librimix` and :func:`nass.dataio.wham.prepare_wham`.
+    """
+    splits = list(csv_paths)
     data_folder = require_data_folder(data_folder, label)
     root = versions_root(data_folder, sample_rate, mode, label)
     check_splits(root, splits, label)
@@ -203,15 +246,12 @@ def prepare_librimix(
         split_label = f"{label} {rate_folder(sample_rate)}/{mode}/{split}"
         if mixture == "noisy":
             required, optional = [mix_name, *sources, "noise"], ["mix_clean"]
-            fix = "Generate the noisy LibriMix version (mix_both and noise), or set mixture: clean."
         else:
             required, optional = [mix_name, *sources], ["noise"]
-            fix = "Generate LibriMix with its mix_clean mixtures, or set mixture: noisy."
-        folders = resolve_subfolders(split_dir, required, optional, split_label, fix)
+        folders = resolve_subfolders(split_dir, required, optional, split_label, fixes[mixture])
         check_no_extra_speaker(split_dir, num_spks, split_label)
-        mix_clean_dir = folders[mix_name] if mixture == "clean" else folders["mix_clean"]
         options = {
-            "dataset": "librimix",
+            "dataset": dataset,
             "num_spks": num_spks,
             "sample_rate": sample_rate,
             "mode": mode,
@@ -224,7 +264,7 @@ def prepare_librimix(
                 mix_dir=folders[mix_name],
                 source_dirs=[folders[s] for s in sources],
                 noise_dir=folders["noise"],
-                mix_clean_dir=mix_clean_dir,
+                mix_clean_dir=folders[mix_name] if mixture == "clean" else folders["mix_clean"],
                 csv_path=csv_paths[split],
                 options=options,
             )

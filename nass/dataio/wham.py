@@ -12,22 +12,8 @@ Always two speakers.
 
 import os
 
-from nass.dataio.librimix import (
-    MIXTURES,
-    MODES,
-    check_choice,
-    check_no_extra_speaker,
-    check_splits,
-    rate_folder,
-    versions_root,
-)
-from nass.dataio.manifest import (
-    SplitSpec,
-    existing_manifests,
-    prepare_splits,
-    require_data_folder,
-    resolve_subfolders,
-)
+from nass.dataio.librimix import MIXTURES, MODES, check_choice, prepare_versioned
+from nass.dataio.manifest import existing_manifests
 
 #: WHAM! has exactly two speakers.
 NUM_SPKS = 2
@@ -92,41 +78,8 @@ def prepare_wham(
     if skip_prep:
         return existing_manifests(csv_paths, label)
 
-    data_folder = require_data_folder(data_folder, label)
-    root = versions_root(data_folder, sample_rate, mode, label)
-    check_splits(root, splits, label)
-    mix_name = MIXTURES[mixture]
-    sources = ["s1", "s2"]
-    specs = []
-    for split in splits:
-        split_dir = os.path.join(root, split)
-        split_label = f"{label} {rate_folder(sample_rate)}/{mode}/{split}"
-        if mixture == "noisy":
-            required, optional = [mix_name, *sources, "noise"], ["mix_clean"]
-            fix = "Re-run the WHAM! scripts so that mix_both and noise are written, or set mixture: clean."
-        else:
-            required, optional = [mix_name, *sources], ["noise"]
-            fix = "Re-run the WHAM! scripts so that mix_clean is written, or set mixture: noisy."
-        folders = resolve_subfolders(split_dir, required, optional, split_label, fix)
-        check_no_extra_speaker(split_dir, NUM_SPKS, split_label)
-        options = {
-            "dataset": "wham",
-            "num_spks": NUM_SPKS,
-            "sample_rate": sample_rate,
-            "mode": mode,
-            "mixture": mixture,
-            "split": split,
-        }
-        specs.append(
-            SplitSpec(
-                label=split_label,
-                mix_dir=folders[mix_name],
-                source_dirs=[folders[s] for s in sources],
-                noise_dir=folders["noise"],
-                mix_clean_dir=folders[mix_name] if mixture == "clean" else folders["mix_clean"],
-                csv_path=csv_paths[split],
-                options=options,
-            )
-        )
-    paths = prepare_splits(specs, sample_rate, NUM_SPKS)
-    return dict(zip(splits, paths))
+    fixes = {
+        "noisy": "Re-run the WHAM! scripts so that mix_both and noise are written, or set mixture: clean.",
+        "clean": "Re-run the WHAM! scripts so that mix_clean is written, or set mixture: noisy.",
+    }
+    return prepare_versioned("wham", label, data_folder, csv_paths, NUM_SPKS, sample_rate, mode, mixture, fixes)
