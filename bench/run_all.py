@@ -10,7 +10,9 @@ One command runs, in order (each step reuses what is already finished):
    trained again.
 2. ``bench/bench_correction_quality.py`` (when the file exists): the separator alone vs
    + Fast-GeCo / + GeCo on the first seed's ``sepformer-tiny-noise``; otherwise those rows
-   are marked "not run".
+   are marked "not run". Then the Fast-GeCo corrector it trained is applied to every
+   finished run (``nass-evaluate --corrector``, all test utterances, PESQ-NB / ESTOI
+   included): the "+ Fast-GeCo" row of each configuration.
 3. ``bench/bench_speed.py``: speed and memory ratios (its Markdown is appended).
 
 Then it writes the table with the exact setup of every row (dataset and split, sample
@@ -49,6 +51,8 @@ CONFIGS = [
     "sepformer-tiny-unified-gm",
     "sepformer-tiny-nass-unified-gm",
 ]
+#: Sub-folder of a run with its test scores before / after the shared Fast-GeCo corrector.
+FAST_GECO_DIR = "test_fast-geco"
 METHOD_NAMES = {
     "sepformer-tiny": "SepFormer (PIT SI-SNR)",
     "sepformer-tiny-noise": "+ noise output",
@@ -182,7 +186,11 @@ def collect_runs(out_root, configs, seeds):
     list of dict
         One per pair: ``config, seed, status`` ("done" or "missing") and, when done, the
         mean test metrics, ``num_test_utterances``, ``train_seconds``, ``steps``,
-        ``params_trained``, ``sample_rate``, ``batch_size``, ``segment_s``, ``test_split``.
+        ``params_trained``, ``sample_rate``, ``batch_size``, ``segment_s``, ``test_split``,
+        and, when ``<run>/test_fast-geco/`` exists (see :func:`correct_runs`), ``fast_geco``
+        (mean metrics after Fast-GeCo) and ``fast_geco_n`` (utterances scored). PESQ / ESTOI
+        missing from the run's own test scores are taken from the separator-alone scores
+        of that folder when they cover the same number of utterances.
     """
     rows = []
     for config in configs:
@@ -197,6 +205,18 @@ def collect_runs(out_root, configs, seeds):
             means, count = read_means(metrics)
             hp = parse_hyperparams(os.path.join(folder, "hyperparams.yaml"))
             row.update(means)
+            corrected = os.path.join(folder, FAST_GECO_DIR, "test_metrics_fast-geco.csv")
+            if os.path.isfile(corrected):
+                row["fast_geco"], row["fast_geco_n"] = read_means(corrected)
+                alone_csv = os.path.join(folder, FAST_GECO_DIR, "test_metrics.csv")
+                alone, alone_n = read_means(alone_csv) if os.path.isfile(alone_csv) else ({}, -1)
+                # runs scored without PESQ/ESTOI get them from the same separator's re-evaluation
+                # on the same utterances (written next to the Fast-GeCo scores)
+                if alone_n == count:
+                    for key in ("pesq", "estoi"):
+                        if not math.isfinite(row.get(key, float("nan"))) and math.isfinite(alone.get(key, float("nan"))):
+                            row[key] = alone[key]
+                            row["pesq_estoi_from"] = FAST_GECO_DIR
             row.update(parse_log(os.path.join(folder, "log.txt")))
             row["status"] = "done"
             row["num_test_utterances"] = count
@@ -262,7 +282,54 @@ def aggregate(runs, configs, params=None):
                 m, s = mean_std([r.get(key) for r in done])
                 row[f"{key}_mean"], row[f"{key}_std"] = _round(m, digits + 1), _round(s, digits + 1)
         table.append(row)
+        corrected = [r for r in done if r.get("fast_geco")]
+        fg = {
+            **{k: row.get(k, "") for k in ("dataset", "model_size", "params_separator", "split", "sample_rate",
+                                           "batch_size", "segment_s", "params_trained", "steps",
+                                           "train_seconds_mean")},
+            "row": "quality+fast-geco", "config": f"{config} + fast-geco-tiny",
+            "method": METHOD_NAMES.get(config, config) + " + Fast-GeCo",
+            "seeds": " ".join(str(r["seed"]) for r in corrected), "n_seeds": len(corrected),
+            "status": "done" if corrected else "not run",
+        }
+        if corrected:
+            fg["num_test_utterances"] = corrected[0]["fast_geco_n"]
+            for key, _, digits in METRICS:
+                m, s = mean_std([r["fast_geco"].get(key) for r in corrected])
+                fg[f"{key}_mean"], fg[f"{key}_std"] = _round(m, digits + 1), _round(s, digits + 1)
+        table.append(fg)
     return table
+
+
+def correct_runs(runs, corrector, manifest, max_utterances=None):
+    """Score every finished run before and after one shared Fast-GeCo corrector.
+
+    For each ``done`` run without ``<run>/test_fast-geco/test_metrics_fast-geco.csv``,
+    runs ``nass-evaluate --corrector <corrector> --correction fast-geco --pesq_estoi``
+    on ``manifest`` (the test split). The corrector is the one trained by
+    ``bench_correction_quality.py`` on the triplets of one separator and is applied
+    unchanged to every separator (drop-in use; a corrector trained on each separator's
+    own estimates, as in the paper, would likely do better).
+
+    Returns
+    -------
+    int
+        Number of evaluations that failed (their runs keep no Fast-GeCo row).
+    """
+    failed = 0
+    for r in runs:
+        out = os.path.join(r["folder"], FAST_GECO_DIR)
+        if r["status"] != "done" or os.path.isfile(os.path.join(out, "test_metrics_fast-geco.csv")):
+            continue
+        cmd = [sys.executable, "-c", "import sys; from nass.cli import evaluate_main; evaluate_main(sys.argv[1:])",
+               "--model", r["folder"], "--manifest", manifest, "--out", out, "--corrector", corrector,
+               "--correction", "fast-geco", "--pesq_estoi", "--sdr_backend", "fast_bss_eval",
+               "--save_examples", "0", "--num_workers", "1"]
+        if max_utterances:
+            cmd += ["--max_utterances", str(max_utterances)]
+        if run(cmd, log_path=os.path.join(r["folder"], "fast_geco_eval.log")) != 0:
+            failed += 1
+    return failed
 
 
 def _round(x, digits):
@@ -441,6 +508,13 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
               f"sample rate {', '.join(sorted({str(r.get('sample_rate')) for r in quality if r['status'] == 'done'})) or 'n/a'} Hz; "
               f"batch {', '.join(sorted({str(r.get('batch_size')) for r in quality if r['status'] == 'done'})) or 'n/a'} x "
               f"{', '.join(sorted({str(r.get('segment_s')) for r in quality if r['status'] == 'done'})) or 'n/a'} s crops."]
+    fg_done = [r for r in quality if r.get("row") == "quality+fast-geco" and r["status"] == "done"]
+    if fg_done:
+        lines += ["", "Rows `+ Fast-GeCo`: ONE tiny Fast-GeCo corrector (trained by "
+                  "`bench/bench_correction_quality.py` on the estimates of the first seed's `sepformer-tiny-noise`, "
+                  "see the next section) applied unchanged, one step per speaker, to each separator; scored on "
+                  f"{', '.join(sorted({str(r.get('num_test_utterances')) for r in fg_done}))} test utterances. "
+                  "Steps and seconds are the separator's (the corrector's training is not included)."]
     lines += ["", "## Generative correction (GeCo / Fast-GeCo, tiny corrector, demo corpus)", ""]
     head = ["rows", "status", "SI-SNRi (dB)", "SDRi (dB)", "PESQ-NB", "ESTOI"]
     lines.append("| " + " | ".join(head) + " |")
@@ -519,6 +593,8 @@ def main(argv=None):
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"), help="where results.md / results.csv go")
     p.add_argument("--speed-threads", type=int, default=None,
                    help="--threads for bench_speed.py (1 on a loaded machine)")
+    p.add_argument("--fast_geco_utterances", type=int, default=None,
+                   help="score the '+ Fast-GeCo' rows on the first N test utterances (default: all)")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-correction", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
@@ -566,6 +642,17 @@ def main(argv=None):
     if os.path.isfile(speed_md_path):
         with open(speed_md_path, encoding="utf-8") as f:
             speed_md = f.read()
+
+    corrector = os.path.join(correction_out, "fast-geco", "corrector")
+    if not (args.skip_correction or args.tables_only) and os.path.isdir(corrector):
+        from nass.dataio.prepare import prepare_dataset
+
+        manifest = prepare_dataset("librimix", args.data_folder, os.path.join(results, "manifests"),
+                                   splits=["test"])["test"]
+        failed = correct_runs(collect_runs(quality_out, args.configs, seeds), corrector, manifest,
+                              max_utterances=5 if args.quick else args.fast_geco_utterances)
+        if failed:
+            print(f"{failed} Fast-GeCo evaluation(s) failed; see <run>/fast_geco_eval.log", file=sys.stderr)
 
     runs = collect_runs(quality_out, args.configs, seeds)
     try:

@@ -29,16 +29,21 @@ LOG = """2026-11-22 13:32:48,259 - speechbrain.core - INFO - Beginning experimen
 """
 
 
-def fake_run(root, config, seed, si_snr_i, pesq=True):
-    folder = os.path.join(root, f"{config}-seed{seed}")
-    os.makedirs(os.path.join(folder, "test"))
+def write_metrics(path, si_snr_i, pesq=True, pesq_value=2.0, n=2):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     cols = ["ID", "si-snr", "si-snr_i", "sdr", "sdr_i", "mix_si-snr"] + (["pesq", "estoi"] if pesq else [])
-    with open(os.path.join(folder, "test", "test_metrics.csv"), "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
-        for i, v in enumerate([si_snr_i - 1, si_snr_i + 1]):
-            w.writerow([f"u{i}", 1, v, 2, v + 0.5, 0] + ([2.0, 0.7] if pesq else []))
-        w.writerow(["mean", 1, si_snr_i, 2, si_snr_i + 0.5, 0] + ([2.0, 0.7] if pesq else []))
+        for i in range(n):
+            v = si_snr_i + (1 if i % 2 else -1)
+            w.writerow([f"u{i}", 1, v, 2, v + 0.5, 0] + ([pesq_value, 0.7] if pesq else []))
+        w.writerow(["mean", 1, si_snr_i, 2, si_snr_i + 0.5, 0] + ([pesq_value, 0.7] if pesq else []))
+
+
+def fake_run(root, config, seed, si_snr_i, pesq=True):
+    folder = os.path.join(root, f"{config}-seed{seed}")
+    write_metrics(os.path.join(folder, "test", "test_metrics.csv"), si_snr_i, pesq)
     with open(os.path.join(folder, "log.txt"), "w") as f:
         f.write(LOG)
     with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
@@ -62,6 +67,42 @@ def test_log_and_run_collection(tmp_path):
     assert row["pesq_mean"] == pytest.approx(2.0) and row["pesq_std"] == ""  # one finite seed: no spread
     assert row["n_seeds"] == 2 and row["steps"] == "40"
     assert table[1]["status"] == "not run"
+
+
+def test_fast_geco_rows_and_pesq_backfill(tmp_path):
+    # seed 1: scored without PESQ; its Fast-GeCo folder has separator-alone PESQ for the same 2 utterances
+    for seed, fg in ((1, 2.0), (2, 4.0)):
+        folder = fake_run(str(tmp_path), "sepformer-tiny", seed, 3.0, pesq=False)
+        write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics.csv"), 3.0, pesq_value=1.5)
+        write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), fg, pesq_value=1.8)
+    # a run whose re-evaluation covers other utterances: no back-fill
+    folder = fake_run(str(tmp_path), "sepformer-tiny-noise", 1, 1.0, pesq=False)
+    write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics.csv"), 1.0, pesq_value=1.5, n=5)
+    write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), 0.5, n=5)
+    runs = run_all.collect_runs(str(tmp_path), ["sepformer-tiny", "sepformer-tiny-noise"], [1, 2])
+    assert runs[0]["pesq"] == pytest.approx(1.5) and runs[0]["fast_geco"]["si-snr_i"] == pytest.approx(2.0)
+    assert "pesq" not in runs[2] or math.isnan(runs[2]["pesq"])
+    table = run_all.aggregate(runs, ["sepformer-tiny", "sepformer-tiny-noise"])
+    assert [r["row"] for r in table] == ["quality", "quality+fast-geco"] * 2
+    fg = table[1]
+    assert fg["status"] == "done" and fg["n_seeds"] == 2 and fg["method"].endswith("+ Fast-GeCo")
+    assert fg["si-snr_i_mean"] == pytest.approx(3.0) and fg["si-snr_i_std"] == pytest.approx(math.sqrt(2), abs=1e-3)
+    assert fg["pesq_mean"] == pytest.approx(1.8) and table[0]["pesq_mean"] == pytest.approx(1.5)
+    assert table[3]["num_test_utterances"] == 5 and table[3]["n_seeds"] == 1
+
+
+def test_correct_runs_evaluates_only_missing(tmp_path, monkeypatch):
+    done = fake_run(str(tmp_path), "sepformer-tiny", 1, 3.0)
+    finished = fake_run(str(tmp_path), "sepformer-tiny", 2, 3.0)
+    write_metrics(os.path.join(finished, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), 2.0)
+    calls = []
+    monkeypatch.setattr(run_all, "run", lambda cmd, log_path=None: calls.append(cmd) or 1)
+    runs = run_all.collect_runs(str(tmp_path), ["sepformer-tiny"], [1, 2, 3])
+    assert run_all.correct_runs(runs, "corr", "test.csv", max_utterances=7) == 1  # the failure is counted
+    assert len(calls) == 1
+    cmd = calls[0]
+    assert cmd[cmd.index("--model") + 1] == done and cmd[cmd.index("--corrector") + 1] == "corr"
+    assert cmd[cmd.index("--max_utterances") + 1] == "7" and "--pesq_estoi" in cmd
 
 
 def test_results_files_are_well_formed(tmp_path):
@@ -94,9 +135,10 @@ def test_results_files_are_well_formed(tmp_path):
         widths = {row.count("|") for row in block.splitlines()}
         assert len(widths) == 1, block
     rows = list(csv.DictReader(open(csv_path)))
-    assert [r["row"] for r in rows] == ["quality", "quality"] + ["correction"] * 4
+    assert [r["row"] for r in rows] == ["quality", "quality+fast-geco"] * 2 + ["correction"] * 4
     assert rows[0]["cpu"] == "Fake CPU" and rows[0]["si-snr_i_mean"] == "3.0" and rows[0]["params_separator"] == "1234"
-    assert rows[2]["method"] == "separator alone [5]" and rows[2]["num_test_utterances"] == "5"
+    assert rows[1]["status"] == "not run" and rows[1]["si-snr_i_mean"] == ""  # no Fast-GeCo scores: no numbers
+    assert rows[4]["method"] == "separator alone [5]" and rows[4]["num_test_utterances"] == "5"
     # without the correction script's output the rows are present and marked
     assert {r["status"] for r in run_all.correction_rows([], "x", "not run (absent)")} == {"not run (absent)"}
 
