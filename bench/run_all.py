@@ -593,8 +593,10 @@ def main(argv=None):
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"), help="where results.md / results.csv go")
     p.add_argument("--speed-threads", type=int, default=None,
                    help="--threads for bench_speed.py (1 on a loaded machine)")
-    p.add_argument("--fast_geco_utterances", type=int, default=None,
+    p.add_argument("--fast-geco-utterances", type=int, default=None,
                    help="score the '+ Fast-GeCo' rows on the first N test utterances (default: all)")
+    p.add_argument("--speed-md", nargs="*", default=[],
+                   help="further bench_speed.md files to append (e.g. sections run separately on an idle machine)")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-correction", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
@@ -638,10 +640,14 @@ def main(argv=None):
     if not (args.skip_speed or args.tables_only) and not os.path.isfile(speed_md_path):
         run([py, os.path.join(BENCH, "bench_speed.py"), "--out", speed_out] + (["--quick"] if args.quick else [])
             + (["--threads", str(args.speed_threads)] if args.speed_threads else []))
-    speed_md = None
-    if os.path.isfile(speed_md_path):
-        with open(speed_md_path, encoding="utf-8") as f:
-            speed_md = f.read()
+    speed_parts = []
+    for path in [speed_md_path] + list(args.speed_md):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                speed_parts.append(f.read().strip())
+        elif path != speed_md_path:
+            print(f"--speed-md {path}: no such file; left out", file=sys.stderr)
+    speed_md = "\n\n".join(speed_parts) or None
 
     corrector = os.path.join(correction_out, "fast-geco", "corrector")
     if not (args.skip_correction or args.tables_only) and os.path.isdir(corrector):
