@@ -188,9 +188,10 @@ def collect_runs(out_root, configs, seeds):
         mean test metrics, ``num_test_utterances``, ``train_seconds``, ``steps``,
         ``params_trained``, ``sample_rate``, ``batch_size``, ``segment_s``, ``test_split``,
         and, when ``<run>/test_fast-geco/`` exists (see :func:`correct_runs`), ``fast_geco``
-        (mean metrics after Fast-GeCo) and ``fast_geco_n`` (utterances scored). PESQ / ESTOI
-        missing from the run's own test scores are taken from the separator-alone scores
-        of that folder when they cover the same number of utterances.
+        (mean metrics after Fast-GeCo) and ``fast_geco_n`` (utterances scored). The
+        separator-alone scores of that folder (same checkpoint) replace the run's own test
+        scores when they cover more utterances (``scores_from`` is then set), and supply
+        PESQ / ESTOI missing from them when they cover the same utterances.
     """
     rows = []
     for config in configs:
@@ -210,9 +211,15 @@ def collect_runs(out_root, configs, seeds):
                 row["fast_geco"], row["fast_geco_n"] = read_means(corrected)
                 alone_csv = os.path.join(folder, FAST_GECO_DIR, "test_metrics.csv")
                 alone, alone_n = read_means(alone_csv) if os.path.isfile(alone_csv) else ({}, -1)
-                # runs scored without PESQ/ESTOI get them from the same separator's re-evaluation
-                # on the same utterances (written next to the Fast-GeCo scores)
-                if alone_n == count:
+                # The same checkpoint re-scored next to the Fast-GeCo scores: when it covers more
+                # test utterances than the run's own scores (e.g. a run scored with
+                # --max_utterances), it replaces them; with the same utterances it only supplies
+                # PESQ / ESTOI that the run's own scoring skipped.
+                if alone_n > count:
+                    row.update(alone)
+                    count = alone_n
+                    row["scores_from"] = FAST_GECO_DIR
+                elif alone_n == count:
                     for key in ("pesq", "estoi"):
                         if not math.isfinite(row.get(key, float("nan"))) and math.isfinite(alone.get(key, float("nan"))):
                             row[key] = alone[key]
@@ -535,7 +542,9 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
     lines.append("|" + "---|" * (5 + len(METRICS)))
     for r in runs:
         vals = [f"{r[k]:.{d}f}" if isinstance(r.get(k), float) and math.isfinite(r[k]) else "n/a" for k, _, d in METRICS]
-        lines.append("| " + " | ".join([r["config"], str(r["seed"]), r["status"], str(r.get("steps", "")),
+        status = r["status"] + (f" (scores: `{r['scores_from']}/`, {r['num_test_utterances']} utt.)"
+                                if r.get("scores_from") else "")
+        lines.append("| " + " | ".join([r["config"], str(r["seed"]), status, str(r.get("steps", "")),
                                          str(r.get("train_seconds", ""))] + vals) + " |")
     if speed_md:
         lines += ["", "## Speed and memory", "", speed_md.replace("\n# ", "\n### ").replace("\n## ", "\n### ")

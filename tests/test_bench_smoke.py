@@ -75,13 +75,17 @@ def test_fast_geco_rows_and_pesq_backfill(tmp_path):
         folder = fake_run(str(tmp_path), "sepformer-tiny", seed, 3.0, pesq=False)
         write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics.csv"), 3.0, pesq_value=1.5)
         write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), fg, pesq_value=1.8)
-    # a run whose re-evaluation covers other utterances: no back-fill
+    # a run scored on 2 utterances, re-scored on 5 next to its Fast-GeCo scores
     folder = fake_run(str(tmp_path), "sepformer-tiny-noise", 1, 1.0, pesq=False)
     write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics.csv"), 1.0, pesq_value=1.5, n=5)
     write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), 0.5, n=5)
     runs = run_all.collect_runs(str(tmp_path), ["sepformer-tiny", "sepformer-tiny-noise"], [1, 2])
     assert runs[0]["pesq"] == pytest.approx(1.5) and runs[0]["fast_geco"]["si-snr_i"] == pytest.approx(2.0)
-    assert "pesq" not in runs[2] or math.isnan(runs[2]["pesq"])
+    assert runs[0]["si-snr_i"] == pytest.approx(3.0) and "scores_from" not in runs[0]
+    # the re-scoring covers more utterances (5 vs the run's own 2): it replaces the run's scores
+    noise = runs[2]
+    assert noise["scores_from"] == run_all.FAST_GECO_DIR and noise["num_test_utterances"] == 5
+    assert noise["pesq"] == pytest.approx(1.5)
     table = run_all.aggregate(runs, ["sepformer-tiny", "sepformer-tiny-noise"])
     assert [r["row"] for r in table] == ["quality", "quality+fast-geco"] * 2
     fg = table[1]
