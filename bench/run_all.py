@@ -189,9 +189,10 @@ def collect_runs(out_root, configs, seeds):
         ``params_trained``, ``sample_rate``, ``batch_size``, ``segment_s``, ``test_split``,
         and, when ``<run>/test_fast-geco/`` exists (see :func:`correct_runs`), ``fast_geco``
         (mean metrics after Fast-GeCo) and ``fast_geco_n`` (utterances scored). The
-        separator-alone scores of that folder (same checkpoint) replace the run's own test
-        scores when they cover more utterances (``scores_from`` is then set), and supply
-        PESQ / ESTOI missing from them when they cover the same utterances.
+        separator-alone scores of that folder (same checkpoint, same utterances as the
+        Fast-GeCo scores) replace the run's own test scores when they cover another number
+        of utterances (``scores_from`` is then set), and supply PESQ / ESTOI missing from
+        them when they cover the same number.
     """
     rows = []
     for config in configs:
@@ -211,11 +212,12 @@ def collect_runs(out_root, configs, seeds):
                 row["fast_geco"], row["fast_geco_n"] = read_means(corrected)
                 alone_csv = os.path.join(folder, FAST_GECO_DIR, "test_metrics.csv")
                 alone, alone_n = read_means(alone_csv) if os.path.isfile(alone_csv) else ({}, -1)
-                # The same checkpoint re-scored next to the Fast-GeCo scores: when it covers more
-                # test utterances than the run's own scores (e.g. a run scored with
-                # --max_utterances), it replaces them; with the same utterances it only supplies
-                # PESQ / ESTOI that the run's own scoring skipped.
-                if alone_n > count:
+                # The same checkpoint re-scored next to the Fast-GeCo scores, on the same utterances
+                # as them: when the counts differ (the run's own scoring used another number of test
+                # utterances) these replace the run's own scores, so that a configuration's two rows
+                # (alone, + Fast-GeCo) compare the same utterances; with the same count they only
+                # supply PESQ / ESTOI that the run's own scoring skipped.
+                if alone_n > 0 and alone_n != count:
                     row.update(alone)
                     count = alone_n
                     row["scores_from"] = FAST_GECO_DIR

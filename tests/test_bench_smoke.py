@@ -180,3 +180,15 @@ def test_speed_markdown_from_fake_result(tmp_path):
     for block in md.split("\n\n"):
         if block.startswith("|"):
             assert len({r.count("|") for r in block.splitlines()}) == 1, block
+
+
+def test_fewer_rescored_utterances_also_replace_the_run_scores(tmp_path):
+    # own scoring on 5 utterances, Fast-GeCo evaluation (and its separator-alone scores) on the first 2
+    folder = os.path.join(str(tmp_path), "sepformer-tiny-seed1")
+    fake_run(str(tmp_path), "sepformer-tiny", 1, 3.0)
+    write_metrics(os.path.join(folder, "test", "test_metrics.csv"), 3.0, n=5)
+    write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics.csv"), 1.0, n=2)
+    write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), 1.5, n=2)
+    (row,) = run_all.collect_runs(str(tmp_path), ["sepformer-tiny"], [1])
+    assert row["num_test_utterances"] == 2 and row["si-snr_i"] == pytest.approx(1.0)
+    assert row["fast_geco_n"] == 2 and row["scores_from"] == run_all.FAST_GECO_DIR
