@@ -86,7 +86,7 @@ CSV_FIELDS = [
     "row", "config", "method", "dataset", "split", "num_test_utterances", "sample_rate", "model_size",
     "params_separator", "params_trained", "steps", "batch_size", "segment_s", "train_seconds_mean",
     "seeds", "n_seeds",
-] + [f"{k}_{s}" for k, _, _ in METRICS for s in ("mean", "std")] + [
+] + [f"{k}_{s}" for k, _, _ in METRICS for s in ("mean", "std")] + ["si-snr_i_delta_mean", "si-snr_i_delta_std"] + [
     "cpu", "cores", "gpu", "python", "torch", "speechbrain", "nass_commit", "status",
 ]
 
@@ -190,9 +190,9 @@ def collect_runs(out_root, configs, seeds):
         and, when ``<run>/test_fast-geco/`` exists (see :func:`correct_runs`), ``fast_geco``
         (mean metrics after Fast-GeCo) and ``fast_geco_n`` (utterances scored). The
         separator-alone scores of that folder (same checkpoint, same utterances as the
-        Fast-GeCo scores) replace the run's own test scores when they cover another number
-        of utterances (``scores_from`` is then set), and supply PESQ / ESTOI missing from
-        them when they cover the same number.
+        Fast-GeCo scores) give ``fast_geco_delta`` (after minus before, per metric) and
+        supply PESQ / ESTOI missing from the run's own scores when they cover the same
+        number of utterances.
     """
     rows = []
     for config in configs:
@@ -212,16 +212,13 @@ def collect_runs(out_root, configs, seeds):
                 row["fast_geco"], row["fast_geco_n"] = read_means(corrected)
                 alone_csv = os.path.join(folder, FAST_GECO_DIR, "test_metrics.csv")
                 alone, alone_n = read_means(alone_csv) if os.path.isfile(alone_csv) else ({}, -1)
-                # The same checkpoint re-scored next to the Fast-GeCo scores, on the same utterances
-                # as them: when the counts differ (the run's own scoring used another number of test
-                # utterances) these replace the run's own scores, so that a configuration's two rows
-                # (alone, + Fast-GeCo) compare the same utterances; with the same count they only
-                # supply PESQ / ESTOI that the run's own scoring skipped.
-                if alone_n > 0 and alone_n != count:
-                    row.update(alone)
-                    count = alone_n
-                    row["scores_from"] = FAST_GECO_DIR
-                elif alone_n == count:
+                # The same checkpoint scored alone on the same utterances as the Fast-GeCo scores:
+                # the paired difference says what the corrector did. With the run's own number of
+                # test utterances it also supplies PESQ / ESTOI that the run's own scoring skipped.
+                if alone:
+                    row["fast_geco_delta"] = {k: row["fast_geco"][k] - alone[k]
+                                              for k in row["fast_geco"] if k in alone}
+                if alone_n == count:
                     for key in ("pesq", "estoi"):
                         if not math.isfinite(row.get(key, float("nan"))) and math.isfinite(alone.get(key, float("nan"))):
                             row[key] = alone[key]
@@ -306,6 +303,8 @@ def aggregate(runs, configs, params=None):
             for key, _, digits in METRICS:
                 m, s = mean_std([r["fast_geco"].get(key) for r in corrected])
                 fg[f"{key}_mean"], fg[f"{key}_std"] = _round(m, digits + 1), _round(s, digits + 1)
+            m, s = mean_std([r.get("fast_geco_delta", {}).get("si-snr_i") for r in corrected])
+            fg["si-snr_i_delta_mean"], fg["si-snr_i_delta_std"] = _round(m, 3), _round(s, 3)
         table.append(fg)
     return table
 
@@ -498,20 +497,23 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
         "## Quality at an equal training budget (tiny SepFormer, demo corpus)",
         "",
     ]
-    head = ["config", "method", "params (separator)", "steps", "train s (mean)", "seeds"] + [t for _, t, _ in METRICS]
+    head = (["config", "method", "params (separator)", "steps", "train s (mean)", "seeds", "test utt."]
+            + [t for _, t, _ in METRICS] + ["Δ SI-SNRi by Fast-GeCo (same utt.)"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in quality:
         if r["status"] != "done":
             params = r.get("params_separator")
             lines.append("| " + " | ".join([r["config"], r["method"], f"{params:,}" if isinstance(params, int) else "", "", "",
-                                             "not run"] + ["n/a"] * len(METRICS)) + " |")
+                                             "not run", ""] + ["n/a"] * len(METRICS) + [""]) + " |")
             continue
         params = r.get("params_separator")
         lines.append("| " + " | ".join(
             [r["config"], r["method"], f"{params:,}" if isinstance(params, int) else str(params or "?"),
-             str(r.get("steps", "")), str(r.get("train_seconds_mean", "")), f"{r['seeds']} (n={r['n_seeds']})"]
-            + [_cell(r, k, d) for k, _, d in METRICS]) + " |")
+             str(r.get("steps", "")), str(r.get("train_seconds_mean", "")), f"{r['seeds']} (n={r['n_seeds']})",
+             str(r.get("num_test_utterances", ""))]
+            + [_cell(r, k, d) for k, _, d in METRICS]
+            + [_cell(r, "si-snr_i_delta", 2) if r.get("row") == "quality+fast-geco" else ""]) + " |")
     lines += ["", f"Test utterances per run: "
               f"{', '.join(sorted({str(r.get('num_test_utterances')) for r in quality if r['status'] == 'done'})) or 'n/a'}; "
               f"sample rate {', '.join(sorted({str(r.get('sample_rate')) for r in quality if r['status'] == 'done'})) or 'n/a'} Hz; "
@@ -544,8 +546,7 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
     lines.append("|" + "---|" * (5 + len(METRICS)))
     for r in runs:
         vals = [f"{r[k]:.{d}f}" if isinstance(r.get(k), float) and math.isfinite(r[k]) else "n/a" for k, _, d in METRICS]
-        status = r["status"] + (f" (scores: `{r['scores_from']}/`, {r['num_test_utterances']} utt.)"
-                                if r.get("scores_from") else "")
+        status = r["status"]
         lines.append("| " + " | ".join([r["config"], str(r["seed"]), status, str(r.get("steps", "")),
                                          str(r.get("train_seconds", ""))] + vals) + " |")
     if speed_md:

@@ -81,17 +81,19 @@ def test_fast_geco_rows_and_pesq_backfill(tmp_path):
     write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), 0.5, n=5)
     runs = run_all.collect_runs(str(tmp_path), ["sepformer-tiny", "sepformer-tiny-noise"], [1, 2])
     assert runs[0]["pesq"] == pytest.approx(1.5) and runs[0]["fast_geco"]["si-snr_i"] == pytest.approx(2.0)
-    assert runs[0]["si-snr_i"] == pytest.approx(3.0) and "scores_from" not in runs[0]
-    # the re-scoring covers more utterances (5 vs the run's own 2): it replaces the run's scores
+    assert runs[0]["si-snr_i"] == pytest.approx(3.0) and runs[0]["fast_geco_delta"]["si-snr_i"] == pytest.approx(-1.0)
+    # re-scored on other utterances (5 vs the run's own 2): the run's own scores stay, no back-fill,
+    # the delta is still paired (alone and corrected on the same 5)
     noise = runs[2]
-    assert noise["scores_from"] == run_all.FAST_GECO_DIR and noise["num_test_utterances"] == 5
-    assert noise["pesq"] == pytest.approx(1.5)
+    assert noise["num_test_utterances"] == 2 and noise["si-snr_i"] == pytest.approx(1.0)
+    assert math.isnan(noise.get("pesq", float("nan"))) and noise["fast_geco_delta"]["si-snr_i"] == pytest.approx(-0.5)
     table = run_all.aggregate(runs, ["sepformer-tiny", "sepformer-tiny-noise"])
     assert [r["row"] for r in table] == ["quality", "quality+fast-geco"] * 2
     fg = table[1]
     assert fg["status"] == "done" and fg["n_seeds"] == 2 and fg["method"].endswith("+ Fast-GeCo")
     assert fg["si-snr_i_mean"] == pytest.approx(3.0) and fg["si-snr_i_std"] == pytest.approx(math.sqrt(2), abs=1e-3)
     assert fg["pesq_mean"] == pytest.approx(1.8) and table[0]["pesq_mean"] == pytest.approx(1.5)
+    assert fg["si-snr_i_delta_mean"] == pytest.approx(0.0) and fg["si-snr_i_delta_std"] == pytest.approx(math.sqrt(2), abs=1e-3)
     assert table[3]["num_test_utterances"] == 5 and table[3]["n_seeds"] == 1
 
 
@@ -180,15 +182,3 @@ def test_speed_markdown_from_fake_result(tmp_path):
     for block in md.split("\n\n"):
         if block.startswith("|"):
             assert len({r.count("|") for r in block.splitlines()}) == 1, block
-
-
-def test_fewer_rescored_utterances_also_replace_the_run_scores(tmp_path):
-    # own scoring on 5 utterances, Fast-GeCo evaluation (and its separator-alone scores) on the first 2
-    folder = os.path.join(str(tmp_path), "sepformer-tiny-seed1")
-    fake_run(str(tmp_path), "sepformer-tiny", 1, 3.0)
-    write_metrics(os.path.join(folder, "test", "test_metrics.csv"), 3.0, n=5)
-    write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics.csv"), 1.0, n=2)
-    write_metrics(os.path.join(folder, run_all.FAST_GECO_DIR, "test_metrics_fast-geco.csv"), 1.5, n=2)
-    (row,) = run_all.collect_runs(str(tmp_path), ["sepformer-tiny"], [1])
-    assert row["num_test_utterances"] == 2 and row["si-snr_i"] == pytest.approx(1.0)
-    assert row["fast_geco_n"] == 2 and row["scores_from"] == run_all.FAST_GECO_DIR
