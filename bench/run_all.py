@@ -487,12 +487,14 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
         "- Models: tiny SepFormer configurations `recipes/LibriMix/separation/hparams/demo/<config>.yaml`.",
         f"- Budget: {setup['steps']} optimiser steps per run (equal for every row), seeds {setup['seeds']}; "
         "training seconds per run are wall time of the training loop on this machine "
-        "(runs share the CPU when `--jobs` > 1).",
+        "(runs share the CPU when `--jobs` > 1 or other jobs run: compare seconds only between runs "
+        "made under the same load).",
         f"- Hardware: {env['cpu']}, {env['cores']} cores, GPU: {env['gpu']}.",
         f"- Software: Python {env['python']}, torch {env['torch']}, speechbrain {env['speechbrain']}, "
         f"nass commit {env['nass_commit']}.",
         "- Metrics: mean over test utterances; `±` is the sample standard deviation over seeds "
-        "(absent with one seed). SDR: mir_eval BSS Eval v3; PESQ narrow-band; ESTOI.",
+        "(absent with one seed). SDR: BSS Eval v3 SDR (mir_eval, or fast_bss_eval where a run's "
+        "`eval_sdr_backend` says so: identical within 1e-13 dB, tested); PESQ narrow-band; ESTOI.",
         "",
         "## Quality at an equal training budget (tiny SepFormer, demo corpus)",
         "",
