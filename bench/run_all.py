@@ -286,7 +286,7 @@ def aggregate(runs, configs, params=None):
             row["train_seconds_mean"] = _round(mean_std([r.get("train_seconds") for r in done])[0], 1)
             for key, _, digits in METRICS:
                 m, s = mean_std([r.get(key) for r in done])
-                row[f"{key}_mean"], row[f"{key}_std"] = _round(m, digits + 1), _round(s, digits + 1)
+                row[f"{key}_mean"], row[f"{key}_std"] = _round(m, digits + 3), _round(s, digits + 3)
         table.append(row)
         corrected = [r for r in done if r.get("fast_geco")]
         fg = {
@@ -302,7 +302,7 @@ def aggregate(runs, configs, params=None):
             fg["num_test_utterances"] = corrected[0]["fast_geco_n"]
             for key, _, digits in METRICS:
                 m, s = mean_std([r["fast_geco"].get(key) for r in corrected])
-                fg[f"{key}_mean"], fg[f"{key}_std"] = _round(m, digits + 1), _round(s, digits + 1)
+                fg[f"{key}_mean"], fg[f"{key}_std"] = _round(m, digits + 3), _round(s, digits + 3)
             m, s = mean_std([r.get("fast_geco_delta", {}).get("si-snr_i") for r in corrected])
             fg["si-snr_i_delta_mean"], fg["si-snr_i_delta_std"] = _round(m, 3), _round(s, 3)
         table.append(fg)
