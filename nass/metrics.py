@@ -41,6 +41,17 @@ NOISE_METRICS = ("noise_si-snr",)
 PESQ_RATES = (8000, 16000)
 
 
+def _as_pair(est, ref, caller):
+    """``est`` and ``ref`` as float64 arrays of one shape ``[num_spks, time]``; ValueError otherwise."""
+    est = np.asarray(est, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if est.shape != ref.shape or est.ndim != 2:
+        raise ValueError(
+            f"{caller}: expected est and ref of the same shape [num_spks, time], got {est.shape} and {ref.shape}"
+        )
+    return est, ref
+
+
 def sdr_mir_eval(est, ref, compute_permutation=True):
     """BSS Eval SDR (dB) of each reference, via ``mir_eval.separation.bss_eval_sources``.
 
@@ -85,13 +96,7 @@ def sdr_mir_eval(est, ref, compute_permutation=True):
     """
     import mir_eval.separation
 
-    est = np.asarray(est, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if est.shape != ref.shape or est.ndim != 2:
-        raise ValueError(
-            f"sdr_mir_eval: expected est and ref of the same shape [num_spks, time], "
-            f"got {est.shape} and {ref.shape}"
-        )
+    est, ref = _as_pair(est, ref, "sdr_mir_eval")
     with warnings.catch_warnings():
         # mir_eval 0.8 marks bss_eval_sources deprecated (FutureWarning) but it is the
         # implementation every paper in the field reports; the pin keeps it available.
@@ -141,13 +146,7 @@ def sdr_fast_bss_eval(est, ref):
     """
     import fast_bss_eval
 
-    est = np.asarray(est, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if est.shape != ref.shape or est.ndim != 2:
-        raise ValueError(
-            f"sdr_fast_bss_eval: expected est and ref of the same shape [num_spks, time], "
-            f"got {est.shape} and {ref.shape}"
-        )
+    est, ref = _as_pair(est, ref, "sdr_fast_bss_eval")
     if not np.all(np.any(ref != 0, axis=1)):
         raise ValueError("sdr_fast_bss_eval: an all-zero reference has no SDR")
     return np.array(
