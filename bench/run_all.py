@@ -222,7 +222,6 @@ def collect_runs(out_root, configs, seeds):
                     for key in ("pesq", "estoi"):
                         if not math.isfinite(row.get(key, float("nan"))) and math.isfinite(alone.get(key, float("nan"))):
                             row[key] = alone[key]
-                            row["pesq_estoi_from"] = FAST_GECO_DIR
             row.update(parse_log(os.path.join(folder, "log.txt")))
             row["status"] = "done"
             row["num_test_utterances"] = count
@@ -319,10 +318,27 @@ def correct_runs(runs, corrector, manifest, max_utterances=None):
     unchanged to every separator (drop-in use; a corrector trained on each separator's
     own estimates, as in the paper, would likely do better).
 
+    Parameters
+    ----------
+    runs : list of dict
+        From :func:`collect_runs`; runs whose ``status`` is not ``"done"`` are skipped.
+    corrector : str
+        Folder of the exported Fast-GeCo corrector (``corrector.json`` + ``corrector.ckpt``).
+    manifest : str
+        Test-split manifest CSV (``nass.dataio.prepare.prepare_dataset``).
+    max_utterances : int, optional
+        Score only the first N utterances of ``manifest`` (default: all).
+
     Returns
     -------
     int
-        Number of evaluations that failed (their runs keep no Fast-GeCo row).
+        Number of evaluations that failed (their runs keep no Fast-GeCo row; the output
+        of each evaluation is in ``<run>/fast_geco_eval.log``).
+
+    Example
+    -------
+    Exercised with a stubbed runner in ``tests/test_bench_smoke.py``
+    (``test_correct_runs_evaluates_only_missing``).
     """
     failed = 0
     for r in runs:
@@ -548,8 +564,7 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
     lines.append("|" + "---|" * (5 + len(METRICS)))
     for r in runs:
         vals = [f"{r[k]:.{d}f}" if isinstance(r.get(k), float) and math.isfinite(r[k]) else "n/a" for k, _, d in METRICS]
-        status = r["status"]
-        lines.append("| " + " | ".join([r["config"], str(r["seed"]), status, str(r.get("steps", "")),
+        lines.append("| " + " | ".join([r["config"], str(r["seed"]), r["status"], str(r.get("steps", "")),
                                          str(r.get("train_seconds", ""))] + vals) + " |")
     if speed_md:
         lines += ["", "## Speed and memory", "", speed_md.replace("\n# ", "\n### ").replace("\n## ", "\n### ")
