@@ -77,6 +77,44 @@ def test_trim_silence():
     assert len(y) == 4000
 
 
+def test_compress_pauses_shortens_long_silences_only():
+    rng = np.random.default_rng(0)
+    a, b = _word(rng, 0.5, 150)[int(0.2 * SR):-int(0.2 * SR)], _word(rng, 0.5, 220)[int(0.2 * SR):-int(0.2 * SR)]
+    short, long_ = np.zeros(int(0.2 * SR)), np.zeros(int(1.5 * SR))
+    # a 0.2 s pause is kept whole
+    x = np.concatenate([a, short, b])
+    assert len(dc.compress_pauses(x, SR, max_pause=0.3)) == len(x)
+    # a 1.5 s pause (plus the faint word edges, > 30 dB down) shrinks to 0.3 s
+    x = np.concatenate([a, long_, b])
+    y = dc.compress_pauses(x, SR, max_pause=0.3)
+    assert 1.2 <= (len(x) - len(y)) / SR <= 1.3
+    assert np.allclose(y[: len(a) - 80], a[: len(a) - 80])
+    assert np.allclose(y[-(len(b) - 80):], b[-(len(b) - 80):])
+    assert dc.compress_pauses(x, SR, max_pause=None) is x
+
+
+def test_join_prompts_words_are_denser_than_sentences():
+    """Short prompts get the short word gap and their inner pauses are compressed."""
+    rng = np.random.default_rng(0)
+    pause = np.zeros(int(1.0 * SR))
+    # word-list recordings: a word, a long pause, a second short sound
+    words = [np.concatenate([_word(rng, 0.4, 150), pause, _word(rng, 0.3, 150)]) for _ in range(40)]
+
+    def active(utts):
+        frame = int(0.01 * SR)
+        fr = []
+        for u in utts:
+            u = u.astype(np.float64)
+            rms = np.sqrt(np.mean(u[: len(u) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+            fr.append(np.mean(rms > 0.01))
+        return float(np.mean(fr))
+
+    dense = dc.join_prompts(words, np.random.default_rng(1), SR)
+    sparse = dc.join_prompts(words, np.random.default_rng(1), SR, max_pause=None,
+                             word_gap_seconds=dc.GAP_SECONDS)
+    assert active(dense) > active(sparse) + 0.15, (active(dense), active(sparse))
+
+
 @pytest.mark.parametrize("factor", [0.85, 1.15])
 def test_perturb_voice_changes_pitch_and_duration(factor):
     t = np.arange(SR) / SR
