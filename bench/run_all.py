@@ -92,6 +92,37 @@ CSV_FIELDS = [
 
 
 # ----------------------------------------------------------------------------- run folders
+def corpus_recipe(data_folder):
+    """The demo corpus's build recipe version and sources, from ``corpus_stats.json``.
+
+    ``tools/build_demo_corpus.py`` writes ``corpus_stats.json`` next to the
+    ``Libri2Mix`` folder; its ``options.recipe_version`` changes whenever the same
+    options give different audio (``nass.dataio.demo_corpus.RECIPE_VERSION``).
+
+    Parameters
+    ----------
+    data_folder : str
+        The ``.../Libri2Mix`` folder the runs trained on.
+
+    Returns
+    -------
+    str or None
+        e.g. ``"recipe version 2, 15 sources, 61 voices"``; ``None`` when the folder has no
+        readable ``corpus_stats.json`` (not a demo corpus).
+    """
+    import json
+
+    path = os.path.join(os.path.dirname(os.path.abspath(data_folder)), "corpus_stats.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+        opts = stats["options"]
+        return (f"recipe version {opts['recipe_version']}, {len(opts['sources'])} sources, "
+                f"{len(stats.get('voices', {}))} voices")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_means(csv_path):
     """Mean row of a ``test_metrics.csv`` as ``{metric: float}`` (``nan`` kept) and the utterance count."""
     means, count = None, 0
@@ -478,7 +509,8 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
     env : dict
         :func:`environment`.
     setup : dict
-        ``command``, ``steps``, ``seeds``, ``data_folder``, ``date``, ``quick``.
+        ``command``, ``steps``, ``seeds``, ``data_folder``, ``date``, ``quick`` and optionally
+        ``corpus`` (:func:`corpus_recipe`).
     runs : list of dict
         :func:`collect_runs` (per-seed appendix).
     speed_md : str, optional
@@ -498,7 +530,10 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
         "## Setup (every row)",
         "",
         f"- Data: demo corpus (`tools/build_demo_corpus.py`, Libri2Mix-shaped, real recordings, noisy "
-        f"`mix_both`, min mode) at `{setup['data_folder']}`; trained on `train`, best checkpoint by `dev` "
+        f"`mix_both`, min mode) at `{setup['data_folder']}`"
+        + (f" ({setup['corpus']}, as read from its `corpus_stats.json` when this page was written)"
+           if setup.get("corpus") else "")
+        + "; trained on `train`, best checkpoint by `dev` "
         "SI-SNR, scored on the `test` split (number of utterances per row below).",
         "- Models: tiny SepFormer configurations `recipes/LibriMix/separation/hparams/demo/<config>.yaml`.",
         f"- Budget: {setup['steps']} optimiser steps per run (equal for every row), seeds {setup['seeds']}; "
@@ -700,6 +735,7 @@ def main(argv=None):
         "command": " ".join(["bench/run_all.py"] + (sys.argv[1:] if argv is None else list(argv))),
         "steps": steps, "seeds": " ".join(map(str, seeds)), "data_folder": os.path.relpath(args.data_folder, ROOT),
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
+        "corpus": corpus_recipe(args.data_folder),
     }
     quality = aggregate(runs, args.configs, params)
     seen = sorted({r["steps"] for r in runs if r["status"] == "done" and r.get("steps") is not None})

@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import json
 import math
 import os
 
@@ -126,13 +127,19 @@ def test_results_files_are_well_formed(tmp_path):
     correction = run_all.correction_rows(parsed, "x/sepformer-tiny-noise-seed1", "not run")
     env = {"cpu": "Fake CPU", "cores": 2, "gpu": "none", "python": "3.x", "torch": "t", "speechbrain": "s",
            "nass_commit": "abc"}
+    corpus = tmp_path / "corpus"
+    (corpus / "Libri2Mix").mkdir(parents=True)
+    assert run_all.corpus_recipe(str(corpus / "Libri2Mix")) is None  # no stats file: not a demo corpus
+    (corpus / "corpus_stats.json").write_text(json.dumps(
+        {"options": {"recipe_version": 7, "sources": ["a", "b"]}, "voices": {"v1": {}, "v2": {}, "v3": {}}}))
     setup = {"command": "bench/run_all.py --quick", "steps": 40, "seeds": "1", "data_folder": "data/demo",
-             "date": "today", "quick": True}
+             "date": "today", "quick": True, "corpus": run_all.corpus_recipe(str(corpus / "Libri2Mix"))}
     md_path, csv_path = run_all.write_results(str(tmp_path / "docs"), quality, correction, env, setup, runs,
                                               speed_md="# Speed\n\n## 1. x\n\n| a |\n|---|\n| 1 |\n")
     md = open(md_path).read()
     assert "not paper-scale numbers" in md and "Fake CPU" in md and "14.9" in md  # disclaimer, hardware, papers
     assert "| sepformer-tiny-gm |" in md and "not run" in md
+    assert "recipe version 7, 2 sources, 3 voices" in md  # which corpus build the runs used
     for line in md.splitlines():  # every table row has as many cells as its header
         if line.startswith("|"):
             assert line.endswith("|")
