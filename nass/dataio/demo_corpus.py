@@ -457,6 +457,14 @@ def _frame_db(x, frame):
     return 10 * np.log10(e + 1e-12)
 
 
+def _active_frames(x, sample_rate, top_db, floor_db):
+    """``(frame, active)``: 10 ms frame length and, per frame, energy within ``top_db`` of the
+    loudest frame and above ``floor_db`` dBFS."""
+    frame = max(1, int(0.01 * sample_rate))
+    db = _frame_db(x, frame)
+    return frame, (db > db.max() - top_db) & (db > floor_db)
+
+
 def trim_silence(x, sample_rate=SAMPLE_RATE, top_db=40.0, floor_db=-55.0, margin=0.03):
     """Remove leading and trailing silence.
 
@@ -486,9 +494,8 @@ def trim_silence(x, sample_rate=SAMPLE_RATE, top_db=40.0, floor_db=-55.0, margin
     >>> len(trim_silence(x, 8000, margin=0.0))
     800
     """
-    frame = max(1, int(0.01 * sample_rate))
-    db = _frame_db(x, frame)
-    active = np.flatnonzero((db > db.max() - top_db) & (db > floor_db))
+    frame, active = _active_frames(x, sample_rate, top_db, floor_db)
+    active = np.flatnonzero(active)
     if active.size == 0:
         return x[:0]
     m = int(margin * sample_rate)
@@ -532,9 +539,8 @@ def compress_pauses(x, sample_rate=SAMPLE_RATE, max_pause=MAX_PAUSE_SECONDS, top
     """
     if not max_pause or max_pause <= 0:
         return x
-    frame = max(1, int(0.01 * sample_rate))
-    db = _frame_db(x, frame)
-    silent = ~((db > db.max() - top_db) & (db > floor_db))
+    frame, active = _active_frames(x, sample_rate, top_db, floor_db)
+    silent = ~active
     keep_frames = max(1, int(round(max_pause / 0.01)))
     half = keep_frames // 2
     cut = np.zeros(len(silent), dtype=bool)
