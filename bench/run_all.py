@@ -32,6 +32,7 @@ Usage::
 import argparse
 import csv
 import datetime
+import json
 import math
 import os
 import platform
@@ -110,9 +111,9 @@ def corpus_recipe(data_folder):
         e.g. ``"recipe version 2, 15 sources, 61 voices"``; ``None`` when the folder has no
         readable ``corpus_stats.json`` (not a demo corpus).
     """
-    import json
+    from nass.dataio.demo_corpus import STATS_FILE
 
-    path = os.path.join(os.path.dirname(os.path.abspath(data_folder)), "corpus_stats.json")
+    path = os.path.join(os.path.dirname(os.path.abspath(data_folder)), STATS_FILE)
     try:
         with open(path, encoding="utf-8") as f:
             stats = json.load(f)

@@ -541,7 +541,7 @@ def compress_pauses(x, sample_rate=SAMPLE_RATE, max_pause=MAX_PAUSE_SECONDS, top
         return x
     frame, active = _active_frames(x, sample_rate, top_db, floor_db)
     silent = ~active
-    keep_frames = max(1, int(round(max_pause / 0.01)))
+    keep_frames = max(1, int(round(max_pause * sample_rate / frame)))
     half = keep_frames // 2
     cut = np.zeros(len(silent), dtype=bool)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
