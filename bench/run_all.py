@@ -109,7 +109,11 @@ def corpus_recipe(data_folder):
     -------
     str or None
         e.g. ``"recipe version 2, 15 sources, 61 voices"``; ``None`` when the folder has no
-        readable ``corpus_stats.json`` (not a demo corpus).
+        readable ``corpus_stats.json`` (not a demo corpus): never raises.
+
+    Example
+    -------
+    Exercised in ``tests/test_bench_smoke.py`` (``test_results_files_are_well_formed``).
     """
     from nass.dataio.demo_corpus import STATS_FILE
 

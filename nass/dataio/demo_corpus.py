@@ -513,7 +513,8 @@ def compress_pauses(x, sample_rate=SAMPLE_RATE, max_pause=MAX_PAUSE_SECONDS, top
     frames longer than ``max_pause`` keeps its first and last ``max_pause / 2``
     seconds, so the decay of the sound before it and the onset after it are kept.
     Word-list recordings (a letter, a long pause, a click, the next word) otherwise
-    give mixtures in which one speaker is silent for much of the time.
+    give mixtures in which one speaker is silent for much of the time. A corpus-building
+    heuristic of this project (no paper); it never raises.
 
     Parameters
     ----------
