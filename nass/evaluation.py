@@ -21,7 +21,7 @@ import torch
 
 from nass.dataio.audio import atomic_write, read_audio, write_audio
 from nass.losses.pit import apply_perm, pit_si_snr
-from nass.metrics import BASE_METRICS, NOISE_METRICS, PERCEPTUAL_METRICS, separation_metrics
+from nass.metrics import BASE_METRICS, CLEAN_MIX_METRICS, NOISE_METRICS, PERCEPTUAL_METRICS, separation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,27 +70,34 @@ def path_inside(folder, name):
 
 
 def _load_refs(row, num_spks, sample_rate):
-    """Mixture ``[T]``, references ``[T, S]`` and noise ``[T]`` or None of one row."""
+    """Mixture ``[T]``, references ``[T, S]``, noise ``[T]`` or None, and clean mixture
+    ``[T]`` or None (None unless the input is noisy and the row names its clean mixture:
+    ``mix_clean_wav`` set and not ``mix_wav``) of one row."""
     mix, _ = read_audio(row["mix_wav"], sample_rate=sample_rate)
     refs = [read_audio(row[f"s{j}_wav"], sample_rate=sample_rate)[0] for j in range(1, num_spks + 1)]
     noise = read_audio(row["noise_wav"], sample_rate=sample_rate)[0] if row.get("noise_wav") else None
-    lengths = [len(mix)] + [len(r) for r in refs] + ([len(noise)] if noise is not None else [])
+    clean_wav = row.get("mix_clean_wav")
+    clean = None
+    if clean_wav and os.path.abspath(clean_wav) != os.path.abspath(row["mix_wav"]):
+        clean = read_audio(clean_wav, sample_rate=sample_rate)[0]
+    extra = [x for x in (noise, clean) if x is not None]
+    lengths = [len(mix)] + [len(r) for r in refs] + [len(x) for x in extra]
     n = min(lengths)
     if max(lengths) != n:
         warnings.warn(f"{row['ID']}: mixture and references differ in length ({lengths} samples); trimmed to {n}")
     targets = np.stack([r[:n] for r in refs], axis=1)
-    return mix[:n], targets, (noise[:n] if noise is not None else None)
+    return tuple(x[:n] if x is not None else None for x in (mix, targets, noise, clean))
 
 
 def _score(task):
     """Worker: read the references of one utterance and compute its metrics."""
     row, est, est_noise, num_spks, sample_rate, pesq_estoi, sdr_backend = task
-    mix, targets, noise = _load_refs(row, num_spks, sample_rate)
+    mix, targets, noise, clean = _load_refs(row, num_spks, sample_rate)
     est = est[: len(mix)]
     est_noise = est_noise[: len(mix)] if est_noise is not None else None
     metrics = separation_metrics(
         mix, est, targets, sample_rate, est_noise=est_noise, noise=noise, pesq_estoi=pesq_estoi, utt_id=row["ID"],
-        sdr_backend=sdr_backend,
+        sdr_backend=sdr_backend, mix_clean=clean,
     )
     if est_noise is not None and noise is None:
         metrics["noise_si-snr"] = float("nan")
@@ -190,8 +197,10 @@ def evaluate_manifest(
     -------
     dict
         Means over utterances (NaN ignored) of ``si-snr``, ``si-snr_i``, ``sdr``,
-        ``sdr_i``, ``mix_si-snr`` [, ``pesq``, ``estoi``] [, ``noise_si-snr``], plus
-        ``num_utterances``.
+        ``sdr_i``, ``mix_si-snr`` [, ``pesq``, ``estoi``] [, ``noise_si-snr``]
+        [, ``mix_clean_si-snr_i``: the denoise-only reference of
+        :func:`nass.metrics.separation_metrics`, when the input is noisy and the manifest
+        names its clean mixtures], plus ``num_utterances``.
 
     Raises
     ------
@@ -244,7 +253,7 @@ def evaluate_manifest(
                 while name in used_names:
                     name += "_"
                 used_names.add(name)
-                ref_mix, targets, _ = _load_refs(row, num_spks, sample_rate)
+                ref_mix, targets, _, _ = _load_refs(row, num_spks, sample_rate)
                 n = len(ref_mix)
                 _write_examples(
                     path_inside(examples_dir, name), row, ref_mix, est[:n],
@@ -270,6 +279,8 @@ def evaluate_manifest(
         columns += list(PERCEPTUAL_METRICS)
     if has_noise_est:
         columns += list(NOISE_METRICS)
+    if any(c in r for r in results for c in CLEAN_MIX_METRICS):
+        columns += list(CLEAN_MIX_METRICS)
     means = {}
     for c in columns:
         values = np.array([r.get(c, float("nan")) for r in results], dtype=np.float64)
@@ -308,6 +319,15 @@ def format_summary(means):
         lines.append(f"PESQ-NB {g('pesq'):.3f} | ESTOI {g('estoi'):.3f}")
     if "noise_si-snr" in means:
         lines.append(f"noise SI-SNR {g('noise_si-snr'):6.2f} dB")
+    if "mix_clean_si-snr_i" in means:
+        lines.append(
+            f"denoise-only reference (the clean mixture as every estimate) SI-SNRi {g('mix_clean_si-snr_i'):6.2f} dB"
+        )
+        if g("si-snr_i") < g("mix_clean_si-snr_i"):
+            lines.append(
+                "NOTE: SI-SNRi below the denoise-only reference: the model may remove noise, "
+                "but it does not yet separate the speakers from each other"
+            )
     if not g("si-snr_i") >= LOW_SI_SNR_I:
         lines.append(
             f"WARNING: SI-SNRi below {LOW_SI_SNR_I} dB: the model barely improves on the mixture "

@@ -172,6 +172,64 @@ def test_evaluate_manifest_serial_and_parallel(tmp_path, capsys):
     assert not (out_par / "examples").exists() or not os.listdir(out_par / "examples")
 
 
+def test_evaluate_manifest_denoise_only_reference(tmp_path, capsys):
+    """Noisy input with a known clean mixture: ``mix_clean_si-snr_i`` is what the clean
+    mixture scores as every estimate, so a "separator" returning it matches it exactly
+    and is told that it has not separated the speakers; clean input gets no such column."""
+    from nass.evaluation import evaluate_manifest
+    from nass.losses.si_snr import si_snr
+
+    n, rng = 2000, np.random.default_rng(5)
+    rows, clean_mix = [], {}
+    for k in range(2):
+        s = _sources(n, seed=10 + k) * 0.4
+        noise = 0.3 * rng.standard_normal(n)
+        d = tmp_path / f"u{k}"
+        paths = {}
+        for name, wav in (("mix", s.sum(1) + noise), ("s1", s[:, 0]), ("s2", s[:, 1]), ("noise", noise),
+                          ("mix_clean", s.sum(1))):
+            paths[name] = str(d / f"{name}.wav")
+            write_audio(paths[name], wav.astype("float32"), SR, subtype="FLOAT")
+        clean_mix[paths["mix"]] = s.sum(1)
+        rows.append([f"u{k}", n / SR, paths["mix"], paths["s1"], paths["s2"], paths["noise"], paths["mix_clean"]])
+    noisy = tmp_path / "noisy.csv"
+    clean = tmp_path / "clean.csv"
+    for path, table in ((noisy, rows), (clean, [r[:2] + [r[6]] + r[3:6] + [r[6]] for r in rows])):
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "duration", "mix_wav", "s1_wav", "s2_wav", "noise_wav", "mix_clean_wav"])
+            w.writerows(table)
+
+    calls = iter(torch.from_numpy(clean_mix[r[2]]).float().unsqueeze(0) for r in rows)
+
+    def denoise_only(mix):  # the clean mixture as both estimates
+        c = next(calls)
+        return torch.stack([c, c], dim=-1), None
+
+    means = evaluate_manifest(denoise_only, str(noisy), str(tmp_path / "o"), 2, SR, num_workers=0, save_examples=0)
+    out = capsys.readouterr().out
+    table = _read_csv(tmp_path / "o" / "test_metrics.csv")
+    assert list(table[0])[-1] == "mix_clean_si-snr_i"
+    for row, r in zip(table, rows):
+        refs = torch.from_numpy(np.stack([read_audio(r[3])[0], read_audio(r[4])[0]])).double()
+        mix = torch.from_numpy(read_audio(r[2])[0]).double().expand(2, -1)
+        cm = torch.from_numpy(clean_mix[r[2]]).double().expand(2, -1)
+        expected = float((si_snr(cm, refs) - si_snr(mix, refs)).mean())
+        assert float(row["mix_clean_si-snr_i"]) == pytest.approx(expected, abs=1e-3)
+        assert float(row["si-snr_i"]) == pytest.approx(expected, abs=1e-3)
+    assert means["mix_clean_si-snr_i"] > 1  # the noise cost the mixture more than 1 dB
+    assert "denoise-only reference" in out
+    # the noisy mixture itself as both estimates: below the reference, and told so
+    evaluate_manifest(lambda m: (torch.stack([m, m], dim=-1), None), str(noisy), str(tmp_path / "m"), 2, SR,
+                      num_workers=0, save_examples=0)
+    assert "does not yet separate the speakers" in capsys.readouterr().out
+
+    evaluate_manifest(lambda m: (torch.stack([m, m], dim=-1), None), str(clean), str(tmp_path / "c"), 2, SR,
+                      num_workers=0, save_examples=0)
+    assert "mix_clean_si-snr_i" not in _read_csv(tmp_path / "c" / "test_metrics.csv")[0]
+    assert "denoise-only" not in capsys.readouterr().out
+
+
 def test_evaluate_manifest_rejects_wrong_output_shape(tmp_path):
     from nass.evaluation import evaluate_manifest
 
