@@ -189,3 +189,46 @@ def test_speed_markdown_from_fake_result(tmp_path):
     for block in md.split("\n\n"):
         if block.startswith("|"):
             assert len({r.count("|") for r in block.splitlines()}) == 1, block
+
+
+def test_corpus_breadth_cross_table_from_finished_runs(tmp_path, capsys):
+    """bench/corpus_breadth.py on finished runs: nothing is retrained or re-scored, the
+    cross table has every (trained on, tested on) pair and the paired differences are
+    taken on the same mixtures."""
+    cb = _load("corpus_breadth")
+    out = str(tmp_path / "out")
+
+    def scores(path, values, clean_ref=None):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "si-snr_i"] + (["mix_clean_si-snr_i"] if clean_ref is not None else []))
+            for i, v in enumerate(values):
+                w.writerow([f"u{i}", v] + ([clean_ref] if clean_ref is not None else []))
+            w.writerow(["mean", sum(values) / len(values)] + ([clean_ref] if clean_ref is not None else []))
+
+    # broad model: +3 / +2 dB, narrow model: +1 / +2.5 dB (per mixture: +-0.5 around the mean)
+    table = {("broad", "broad"): 3.0, ("narrow", "broad"): 1.0, ("broad", "narrow"): 2.0, ("narrow", "narrow"): 2.5}
+    for (train, test), mean in table.items():
+        run = os.path.join(out, train, "sepformer-tiny-seed7")
+        scores(cb.metrics_path(run, test, train), [mean - 0.5, mean + 0.5, mean], clean_ref=1.6)
+        os.makedirs(os.path.join(run, "save"), exist_ok=True)
+        open(os.path.join(run, "save", "libri2mix_test.csv"), "w").close()
+
+    cb.main(["--corpora", "broad=/nowhere/a", "narrow=/nowhere/b", "--config", "sepformer-tiny",
+             "--steps", "5", "--seeds", "7", "--out", out])
+    text = capsys.readouterr().out
+    rows = {(r["trained_on"], r["tested_on"]): r for r in cb.tabulate(out, ["broad", "narrow"], "sepformer-tiny", [7])}
+    for key, mean in table.items():
+        assert rows[key]["si_snr_i"] == pytest.approx(mean)
+    assert rows[("narrow", "broad")]["delta"] == pytest.approx(2.0)  # broad model better on the broad test
+    assert rows[("narrow", "narrow")]["delta"] == pytest.approx(-0.5)
+    assert rows[("narrow", "broad")]["delta_ci"] == pytest.approx(0.0, abs=1e-9)  # identical spread: no noise
+    assert math.isnan(rows[("broad", "broad")]["delta"])
+    assert rows[("broad", "broad")]["mix_clean_si_snr_i"] == pytest.approx(1.6)
+    assert "| broad | narrow | +1.00 | +1.00 | +2.00 ± 0.00 | +1.60 |" in text
+    assert os.path.isfile(os.path.join(out, "corpus_breadth.md")) and os.path.isfile(os.path.join(out, "corpus_breadth.csv"))
+    with pytest.raises(SystemExit):
+        cb.main(["--corpora", "broad=/a", "--config", "x", "--steps", "1", "--out", out])  # one corpus: nothing to compare
+    with pytest.raises(ValueError, match="no utterance in common"):
+        cb.paired_delta({"a": 1.0}, {"b": 2.0})

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Does a broader training corpus train a better separator? (issue 9's comparison)
+
+Trains the same recipe YAML at the same optimiser-step budget and seed on two or more
+Libri2Mix-shaped corpora (``bench/quality_at_budget.py``'s ``run_one``: the real recipe as
+a subprocess), scores every model on the speaker-disjoint test split of EVERY corpus
+(``nass-evaluate``), and prints the cross table with paired differences on the same test
+mixtures (first corpus minus each other one, mean over utterances +- 1.96 standard errors).
+
+Example (the comparison in docs/demo_corpus.md)::
+
+    python bench/corpus_breadth.py --config sepformer-tiny --steps 850 --extra=--mixture=clean \\
+        --corpora broad61=data/demo/Libri2Mix voices11=data/demo11/Libri2Mix \\
+        --out results/corpus_breadth_clean
+
+``voices11`` is the 11-voice corpus, ``python tools/build_demo_corpus.py --sources
+foundation --out data/demo11``. Finished trainings and evaluations are reused, so an
+interrupted comparison resumes. Writes ``<out>/corpus_breadth.md`` and ``.csv``.
+
+With noisy input (the default), every table also gives the denoise-only reference
+(``mix_clean_si-snr_i``: the SI-SNRi of the clean mixture used as every estimate): a model
+below it has not yet separated the speakers from each other, so a comparison of such
+models says nothing about voice breadth. These are SHORT CPU RUNS of tiny models unless
+``--steps`` says otherwise.
+"""
+
+import argparse
+import csv
+import glob
+import math
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from quality_at_budget import run_one  # noqa: E402
+
+from nass.cli import evaluate_main  # noqa: E402
+from nass.dataio.audio import atomic_write  # noqa: E402
+
+
+def read_column(csv_path, column="si-snr_i"):
+    """``{utterance ID: value}`` of one column of a ``test_metrics.csv`` (``mean`` row left out).
+
+    Raises
+    ------
+    ValueError
+        The file has no such column.
+    """
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"{csv_path}: no column {column!r}")
+        return {r["ID"]: float(r[column]) for r in reader if r["ID"] != "mean" and r[column] not in ("", "nan")}
+
+
+def paired_delta(a, b):
+    """Mean of ``a[id] - b[id]`` over the IDs both have, and 1.96 standard errors.
+
+    Parameters
+    ----------
+    a, b : dict
+        ``{utterance ID: value}`` (:func:`read_column`).
+
+    Returns
+    -------
+    (float, float, int)
+        Mean difference, half-width of its 95 % normal interval (NaN with fewer than two
+        pairs), number of pairs.
+
+    Raises
+    ------
+    ValueError
+        No ID in common (the two were scored on different test splits).
+
+    Example
+    -------
+    >>> paired_delta({"x": 3.0, "y": 5.0, "z": 1.0}, {"x": 1.0, "y": 2.0})
+    (2.5, 0.98, 2)
+    """
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise ValueError("paired_delta: no utterance in common")
+    d = [a[i] - b[i] for i in ids]
+    mean = sum(d) / len(d)
+    if len(d) < 2:
+        return mean, float("nan"), len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    return mean, round(1.96 * sd / math.sqrt(len(d)), 10), len(d)
+
+
+def test_manifest(run_dir):
+    """The test-split manifest a recipe run prepared (``<run>/save/*_test.csv``)."""
+    found = sorted(glob.glob(os.path.join(run_dir, "save", "*_test.csv")))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{run_dir}/save: expected one *_test.csv manifest, found {found or 'none'}")
+    return found[0]
+
+
+def metrics_path(run_dir, test_label, own_label):
+    """Where a run's scores on corpus ``test_label``'s test split live."""
+    if test_label == own_label:
+        return os.path.join(run_dir, "test", "test_metrics.csv")
+    return os.path.join(run_dir, f"test_on_{test_label}", "test_metrics.csv")
+
+
+def cross_evaluate(run_dir, manifest, out_dir):
+    """Score a finished run on another corpus's test manifest (``nass-evaluate``; reused if done)."""
+    if os.path.exists(os.path.join(out_dir, "test_metrics.csv")):
+        return
+    evaluate_main(["--model", run_dir, "--manifest", manifest, "--out", out_dir,
+                   "--sdr_backend", "fast_bss_eval", "--num_workers", "0", "--save_examples", "0"])
+
+
+def tabulate(out, labels, config, seeds):
+    """Rows of the cross table: one per (trained on, tested on) with the mean over seeds.
+
+    Returns
+    -------
+    list of dict
+        Keys ``trained_on``, ``tested_on``, ``si_snr_i`` (mean over seeds), ``per_seed``
+        (list), ``mix_clean_si_snr_i`` (denoise-only reference, NaN when the input was
+        clean), ``delta`` / ``delta_ci`` (first corpus minus this one on the same mixtures,
+        averaged over seeds; NaN on the first corpus's own rows).
+    """
+    rows = []
+    for test in labels:
+        for train in labels:
+            per_seed, deltas, cis, ref = [], [], [], float("nan")
+            for seed in seeds:
+                run = os.path.join(out, train, f"{config}-seed{seed}")
+                path = metrics_path(run, test, train)
+                vals = read_column(path)
+                per_seed.append(sum(vals.values()) / len(vals))
+                try:
+                    clean = read_column(path, "mix_clean_si-snr_i")
+                    ref = sum(clean.values()) / len(clean)
+                except ValueError:
+                    pass
+                if train != labels[0]:
+                    first = os.path.join(out, labels[0], f"{config}-seed{seed}")
+                    d, ci, _ = paired_delta(read_column(metrics_path(first, test, labels[0])), vals)
+                    deltas.append(d)
+                    cis.append(ci)
+            rows.append({
+                "trained_on": train, "tested_on": test, "si_snr_i": sum(per_seed) / len(per_seed),
+                "per_seed": per_seed, "mix_clean_si_snr_i": ref,
+                "delta": sum(deltas) / len(deltas) if deltas else float("nan"),
+                "delta_ci": sum(cis) / len(cis) if cis else float("nan"),
+            })
+    return rows
+
+
+def render(rows, labels, config, steps, seeds, extra):
+    """The Markdown report of :func:`tabulate`'s rows."""
+    f = lambda x: "n/a" if not math.isfinite(x) else f"{x:+.2f}"  # noqa: E731
+    lines = [
+        f"# Corpus breadth: `{config}`, {steps} optimiser steps, seeds {' '.join(map(str, seeds))}"
+        + (f", overrides `{' '.join(extra)}`" if extra else ""),
+        "",
+        "SI-SNRi (dB) of the best-dev checkpoint on all mixtures of each test split; "
+        f"Δ = model trained on `{labels[0]}` minus this model on the same mixtures "
+        "(± 1.96 SE over mixtures, mean over seeds).",
+        "",
+        "| tested on | trained on | SI-SNRi (dB) | per seed | Δ vs " + labels[0] + " | denoise-only reference |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        delta = "" if not math.isfinite(r["delta"]) else f"{r['delta']:+.2f} ± {r['delta_ci']:.2f}"
+        lines.append(
+            f"| {r['tested_on']} | {r['trained_on']} | {f(r['si_snr_i'])} | "
+            f"{' / '.join(f(v) for v in r['per_seed'])} | {delta} | {f(r['mix_clean_si_snr_i'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", nargs="+", required=True,
+                        help="label=data_folder pairs; the first is the broad corpus the others are compared with")
+    parser.add_argument("--config", required=True, help="YAML name in recipes/LibriMix/separation/hparams/demo")
+    parser.add_argument("--steps", type=int, required=True, help="optimiser steps per run (equal budget)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1234])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--jobs", type=int, default=2, help="trainings in parallel (each gets cores/jobs threads)")
+    parser.add_argument("--extra", nargs="*", default=[], help="extra --key=value overrides for every run")
+    args = parser.parse_args(argv)
+    corpora = []
+    for item in args.corpora:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            parser.error(f"--corpora: expected label=data_folder, got {item!r}")
+        corpora.append((label, folder))
+    labels = [c[0] for c in corpora]
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        parser.error("--corpora: give at least two corpora with distinct labels")
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    tasks = [(label, folder, seed) for label, folder in corpora for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda t: run_one(args.config, t[2], args.steps, t[1], os.path.join(args.out, t[0]),
+                                        threads, args.extra), tasks))
+    for train in labels:
+        for test in labels:
+            if test == train:
+                continue
+            for seed in args.seeds:
+                run = os.path.join(args.out, train, f"{args.config}-seed{seed}")
+                other = os.path.join(args.out, test, f"{args.config}-seed{seed}")
+                cross_evaluate(run, test_manifest(other), os.path.dirname(metrics_path(run, test, train)))
+
+    rows = tabulate(args.out, labels, args.config, args.seeds)
+    text = render(rows, labels, args.config, args.steps, args.seeds, args.extra)
+    md = os.path.join(args.out, "corpus_breadth.md")
+    with atomic_write(md) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    with atomic_write(md[:-3] + ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "per_seed": " ".join(f"{v:.4f}" for v in r["per_seed"])} for r in rows)
+    print(text)
+    print(f"(written {md})")
+
+
+if __name__ == "__main__":
+    main()
