@@ -15,7 +15,7 @@ Example (the comparison in docs/demo_corpus.md)::
 
 ``voices11`` is the 11-voice corpus, ``python tools/build_demo_corpus.py --sources
 foundation --out data/demo11``. Finished trainings and evaluations are reused, so an
-interrupted comparison resumes. Writes ``<out>/corpus_breadth.md`` and ``.csv``.
+interrupted comparison resumes. Writes ``<out>/corpus_breadth_<config>.md`` and ``.csv``.
 
 With noisy input (the default), every table also gives the denoise-only reference
 (``mix_clean_si-snr_i``: the SI-SNRi of the clean mixture used as every estimate): a model
@@ -211,7 +211,7 @@ def main(argv=None):
 
     rows = tabulate(args.out, labels, args.config, args.seeds)
     text = render(rows, labels, args.config, args.steps, args.seeds, args.extra)
-    md = os.path.join(args.out, "corpus_breadth.md")
+    md = os.path.join(args.out, f"corpus_breadth_{args.config}.md")
     with atomic_write(md) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
     with atomic_write(md[:-3] + ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
