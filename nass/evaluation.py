@@ -325,8 +325,8 @@ def format_summary(means):
         )
         if g("si-snr_i") < g("mix_clean_si-snr_i"):
             lines.append(
-                "NOTE: SI-SNRi below the denoise-only reference: the model may remove noise, "
-                "but it does not yet separate the speakers from each other"
+                "NOTE: SI-SNRi below the denoise-only reference: the model gains less than removing "
+                "the noise alone would, so this score does not show that it separates the speakers"
             )
     if not g("si-snr_i") >= LOW_SI_SNR_I:
         lines.append(

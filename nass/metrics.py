@@ -16,8 +16,8 @@ Definitions used by the papers this project reproduces (Zhang et al. 2024, Hu et
 * ``mix_clean_si-snr_i`` (noisy input only, a project diagnostic, no paper): the SI-SNRi
   that the clean mixture would score as every estimate, ``mean_j [SI-SNR(mix_clean, s_j)
   - SI-SNR(mix, s_j)]``, i.e. what removing the noise perfectly while separating nothing
-  gains. A model whose SI-SNRi is below it has not yet separated the speakers from each
-  other (+1.59 dB on the demo corpus's test split).
+  gains. A model whose SI-SNRi is below it gains less than noise removal alone, so its score
+  does not show that it separates the speakers (+1.59 dB on the demo corpus's test split).
 * PESQ narrow-band (ITU-T P.862, ``pesq`` package, mode ``"nb"``) and ESTOI (Jensen &
   Taal, IEEE/ACM TASLP 2016, ``pystoi.stoi(..., extended=True)``), averaged over speakers.
 
