@@ -19,8 +19,8 @@ interrupted comparison resumes. Writes ``<out>/corpus_breadth_<config>.md`` and 
 
 With noisy input (the default), every table also gives the denoise-only reference
 (``mix_clean_si-snr_i``: the SI-SNRi of the clean mixture used as every estimate): a model
-below it has not yet separated the speakers from each other, so a comparison of such
-models says nothing about voice breadth. These are SHORT CPU RUNS of tiny models unless
+below it gains less than removing the noise alone would, so a comparison of such models
+cannot show whether breadth helps it separate voices. These are SHORT CPU RUNS of tiny models unless
 ``--steps`` says otherwise.
 """
 
@@ -75,7 +75,8 @@ def paired_delta(a, b):
 
     Example
     -------
-    >>> paired_delta({"x": 3.0, "y": 5.0, "z": 1.0}, {"x": 1.0, "y": 2.0})
+    >>> mean, ci, n = paired_delta({"x": 3.0, "y": 5.0, "z": 1.0}, {"x": 1.0, "y": 2.0})
+    >>> round(mean, 2), round(ci, 2), n
     (2.5, 0.98, 2)
     """
     ids = sorted(set(a) & set(b))
@@ -86,7 +87,7 @@ def paired_delta(a, b):
     if len(d) < 2:
         return mean, float("nan"), len(d)
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
-    return mean, round(1.96 * sd / math.sqrt(len(d)), 10), len(d)
+    return mean, 1.96 * sd / math.sqrt(len(d)), len(d)
 
 
 def test_manifest(run_dir):

@@ -253,8 +253,8 @@ def separation_metrics(
         ``si-snr``, ``si-snr_i``, ``sdr``, ``sdr_i``, ``mix_si-snr`` (dB, averaged over
         speakers); ``pesq``, ``estoi`` with ``pesq_estoi``; ``noise_si-snr`` (dB) with a
         noise pair; ``mix_clean_si-snr_i`` (dB) with ``mix_clean``; and ``perm`` (tuple,
-        ``perm[j]`` = estimate index matched to reference ``j``). SDR values are NaN (warning) when mir_eval refuses the input,
-        e.g. an all-zero reference.
+        ``perm[j]`` = estimate index matched to reference ``j``). SDR values are NaN
+        (warning) when mir_eval refuses the input, e.g. an all-zero reference.
 
     Raises
     ------

@@ -255,3 +255,12 @@ def test_fast_bss_eval_backend_agrees_with_mir_eval():
     assert abs(a["sdr_i"] - b["sdr_i"]) < 0.1  # different noise draws, same scale
     with pytest.raises(ValueError, match="sdr_backend"):
         separation_metrics(mix, ref.T, ref.T, 8000, sdr_backend="bss")
+
+
+def test_separation_metrics_mix_clean_must_match_the_mixture():
+    s = _sources(1000)
+    noise = 0.5 * np.random.default_rng(1).standard_normal(1000)
+    m = separation_metrics(s.sum(1) + noise, s, s, SR, mix_clean=s.sum(1))
+    assert m["mix_clean_si-snr_i"] > 1  # removing the noise alone gains over the noisy mixture
+    with pytest.raises(ValueError, match=r"\(u7\): mix_clean"):
+        separation_metrics(s.sum(1), s, s, SR, mix_clean=s[:500].sum(1), utt_id="u7")
