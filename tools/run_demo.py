@@ -79,6 +79,9 @@ def main(argv=None):
     print(f"SDRi              {m['sdr_i']:7.2f} dB")
     if "noise_si-snr" in m:
         print(f"noise SI-SNR      {m['noise_si-snr']:7.2f} dB   (the extra noise output)")
+    if "mix_clean_si-snr_i" in m:
+        print(f"denoise-only ref. {m['mix_clean_si-snr_i']:7.2f} dB   (SI-SNRi of the clean mixture as every "
+              "estimate: a model below it has not shown that it separates the speakers)")
     print(f"per-utterance CSV {metrics}")
     print(f"separated audio   {os.path.join(args.out, 'test', 'examples')}")
     print(f"wall time         corpus {built - start:.0f} s, training + evaluation {trained - built:.0f} s")
