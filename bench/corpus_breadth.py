@@ -90,7 +90,7 @@ def paired_delta(a, b):
     return mean, 1.96 * sd / math.sqrt(len(d)), len(d)
 
 
-def test_manifest(run_dir):
+def find_test_manifest(run_dir):
     """The test-split manifest a recipe run prepared (``<run>/save/*_test.csv``)."""
     found = sorted(glob.glob(os.path.join(run_dir, "save", "*_test.csv")))
     if len(found) != 1:
@@ -208,7 +208,7 @@ def main(argv=None):
             for seed in args.seeds:
                 run = os.path.join(args.out, train, f"{args.config}-seed{seed}")
                 other = os.path.join(args.out, test, f"{args.config}-seed{seed}")
-                cross_evaluate(run, test_manifest(other), os.path.dirname(metrics_path(run, test, train)))
+                cross_evaluate(run, find_test_manifest(other), os.path.dirname(metrics_path(run, test, train)))
 
     rows = tabulate(args.out, labels, args.config, args.seeds)
     text = render(rows, labels, args.config, args.steps, args.seeds, args.extra)
