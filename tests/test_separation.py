@@ -174,6 +174,33 @@ def test_nonfinite_batch_is_skipped_then_stops(tmp_path, caplog):
         brain.fit_batch(batch)
 
 
+def _dominant_hz(x, sr=8000):
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return np.fft.rfftfreq(x.size, 1 / sr)[int(np.argmax(spec))]
+
+
+@pytest.mark.parametrize("speed", [80, 120])
+def test_speed_perturb_speeds_make_pseudo_speakers_on_the_fly(speed, tmp_path):
+    # --speed_perturb_speeds reaches SpeechBrain's SpeedPerturb; in training every source
+    # is resampled (length x 100/speed, pitch x speed/100) and the mixture is re-made from
+    # the perturbed parts; validation input is left alone.
+    hp = load_demo("sepformer-tiny", tmp_path, speed_perturb_speeds=[speed])
+    assert list(hp["speed_perturb"].speeds) == [speed]
+    brain = make_brain(hp)
+    n, t = 8000, np.arange(8000) / 8000
+    srcs = [torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32")) for f in (200.0, 330.0)]
+    noise = torch.zeros(n)
+    item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
+    batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
+    _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
+    length = refs["sources"].shape[1]
+    assert abs(length - n * 100 / speed) <= 2
+    for k, f in enumerate((200.0, 330.0)):
+        assert _dominant_hz(refs["sources"][0, :, k].numpy()) == pytest.approx(f * speed / 100, abs=3)
+    assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
+    _, refs = brain.compute_forward(batch, sb.Stage.VALID)
+    assert refs["sources"].shape[1] == n
+
 # ----------------------------------------------------------------------------- recipes / YAML
 def all_yaml():
     return sorted(glob.glob(os.path.join(REPO, "recipes", "*", "separation", "hparams", "**", "*.yaml"), recursive=True))
