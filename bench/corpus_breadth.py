@@ -15,7 +15,10 @@ Example (the comparison in docs/demo_corpus.md)::
 
 ``voices11`` is the 11-voice corpus, ``python tools/build_demo_corpus.py --sources
 foundation --out data/demo11``. Finished trainings and evaluations are reused, so an
-interrupted comparison resumes. Writes ``<out>/corpus_breadth_<config>.md`` and ``.csv``.
+interrupted comparison resumes. Writes ``<out>/corpus_breadth_<config>.md`` and ``.csv``,
+and, when the test mixtures are named LibriMix style (``<voice>-..._<voice>-...``, as the demo
+corpus and LibriMix name them), a per-test-voice breakdown (``corpus_breadth_<config>_voices.csv``
+and a second table in the ``.md``): which unseen voices each model separates better.
 
 With noisy input (the default), every table also gives the denoise-only reference
 (``mix_clean_si-snr_i``: the SI-SNRi of the clean mixture used as every estimate): a model
@@ -37,6 +40,7 @@ from quality_at_budget import run_one  # noqa: E402
 
 from nass.cli import evaluate_main  # noqa: E402
 from nass.dataio.audio import atomic_write  # noqa: E402
+from nass.dataio.dynamic_mixing import librimix_speaker  # noqa: E402
 
 
 def read_column(csv_path, column="si-snr_i"):
@@ -152,7 +156,54 @@ def tabulate(out, labels, config, seeds):
     return rows
 
 
-def render(rows, labels, config, steps, seeds, extra):
+def mixture_speakers(utt_id):
+    """Speakers of a LibriMix-style mixture ID (``<spk>-<...>_<spk>-<...>``), or ``[]``.
+
+    Example
+    -------
+    >>> mixture_speakers("asterisk.allison-asterisk-allison-0001_kde.he-klettres-he-0007")
+    ['asterisk.allison', 'kde.he']
+    >>> mixture_speakers("u17")
+    []
+    """
+    parts = [p for p in utt_id.split("_") if "-" in p]
+    if len(parts) < 2:
+        return []
+    # the ID has no extension, but voice names may hold dots: give librimix_speaker one
+    spks = [librimix_speaker(utt_id + ".wav", k, len(parts)) for k in range(len(parts))]
+    return [] if None in spks else spks
+
+
+def per_voice(out, labels, config, seeds):
+    """Mean SI-SNRi of the test mixtures that contain each voice, per model (mean over seeds).
+
+    Returns
+    -------
+    list of dict
+        Keys ``tested_on``, ``voice``, ``mixtures`` (how many contain it) and one key per
+        training-corpus label; empty when the mixture IDs do not name their speakers.
+    """
+    rows = []
+    for test in labels:
+        scores = {
+            train: [read_column(metrics_path(os.path.join(out, train, f"{config}-seed{s}"), test, train))
+                    for s in seeds]
+            for train in labels
+        }
+        ids_of = {}
+        for utt in scores[labels[0]][0]:
+            for voice in mixture_speakers(utt):
+                ids_of.setdefault(voice, []).append(utt)
+        for voice, ids in sorted(ids_of.items()):
+            row = {"tested_on": test, "voice": voice, "mixtures": len(ids)}
+            for train in labels:
+                per_seed = [[v[i] for i in ids if i in v] for v in scores[train]]
+                row[train] = sum(sum(x) / len(x) if x else float("nan") for x in per_seed) / len(per_seed)
+            rows.append(row)
+    return rows
+
+
+def render(rows, labels, config, steps, seeds, extra, voice_rows=()):
     """The Markdown report of :func:`tabulate`'s rows."""
     f = lambda x: "n/a" if not math.isfinite(x) else f"{x:+.2f}"  # noqa: E731
     lines = [
@@ -172,6 +223,17 @@ def render(rows, labels, config, steps, seeds, extra):
             f"| {r['tested_on']} | {r['trained_on']} | {f(r['si_snr_i'])} | "
             f"{' / '.join(f(v) for v in r['per_seed'])} | {delta} | {f(r['mix_clean_si_snr_i'])} |"
         )
+    if voice_rows:
+        lines += [
+            "",
+            "Per test voice: mean SI-SNRi (dB) of the mixtures that contain the voice (mean over seeds).",
+            "",
+            "| tested on | voice | mixtures | " + " | ".join(f"trained on {x}" for x in labels) + " |",
+            "|---|---|---:|" + "---:|" * len(labels),
+        ]
+        for r in voice_rows:
+            lines.append(f"| {r['tested_on']} | {r['voice']} | {r['mixtures']} | "
+                         + " | ".join(f(r[x]) for x in labels) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -211,7 +273,8 @@ def main(argv=None):
                 cross_evaluate(run, find_test_manifest(other), os.path.dirname(metrics_path(run, test, train)))
 
     rows = tabulate(args.out, labels, args.config, args.seeds)
-    text = render(rows, labels, args.config, args.steps, args.seeds, args.extra)
+    voice_rows = per_voice(args.out, labels, args.config, args.seeds)
+    text = render(rows, labels, args.config, args.steps, args.seeds, args.extra, voice_rows)
     md = os.path.join(args.out, f"corpus_breadth_{args.config}.md")
     with atomic_write(md) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -219,6 +282,11 @@ def main(argv=None):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows({**r, "per_seed": " ".join(f"{v:.4f}" for v in r["per_seed"])} for r in rows)
+    if voice_rows:
+        with atomic_write(md[:-3] + "_voices.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(voice_rows[0]))
+            w.writeheader()
+            w.writerows(voice_rows)
     print(text)
     print(f"(written {md})")
 

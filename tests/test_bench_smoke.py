@@ -203,10 +203,12 @@ def test_corpus_breadth_cross_table_from_finished_runs(tmp_path, capsys):
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["ID", "si-snr_i"] + (["mix_clean_si-snr_i"] if clean_ref is not None else []))
-            for i, v in enumerate(values):
-                w.writerow([f"u{i}", v] + ([clean_ref] if clean_ref is not None else []))
+            for utt, v in zip(ids, values):
+                w.writerow([utt, v] + ([clean_ref] if clean_ref is not None else []))
             w.writerow(["mean", sum(values) / len(values)] + ([clean_ref] if clean_ref is not None else []))
 
+    # LibriMix-style mixture IDs: voice A is in mixtures 0 and 1, B in 0 and 2, C in 1 and 2
+    ids = ["A-1-0_B-1-0", "A-1-1_C-1-1", "B-1-2_C-1-2"]
     # broad model: +3 / +2 dB, narrow model: +1 / +2.5 dB (per mixture: +-0.5 around the mean)
     table = {("broad", "broad"): 3.0, ("narrow", "broad"): 1.0, ("broad", "narrow"): 2.0, ("narrow", "narrow"): 2.5}
     for (train, test), mean in table.items():
@@ -227,6 +229,17 @@ def test_corpus_breadth_cross_table_from_finished_runs(tmp_path, capsys):
     assert math.isnan(rows[("broad", "broad")]["delta"])
     assert rows[("broad", "broad")]["mix_clean_si_snr_i"] == pytest.approx(1.6)
     assert "| broad | narrow | +1.00 | +1.00 | +2.00 ± 0.00 | +1.60 |" in text
+    # per test voice: mean of the mixtures holding it (values mean-0.5, mean+0.5, mean)
+    voices = {(r["tested_on"], r["voice"]): r for r in cb.per_voice(out, ["broad", "narrow"], "sepformer-tiny", [7])}
+    assert sorted(voices) == [(t, v) for t in ("broad", "narrow") for v in "ABC"]
+    assert voices[("broad", "A")]["mixtures"] == 2
+    assert voices[("broad", "A")]["broad"] == pytest.approx(3.0)
+    assert voices[("broad", "B")]["narrow"] == pytest.approx(1.0 - 0.25)
+    assert voices[("narrow", "C")]["narrow"] == pytest.approx(2.5 + 0.25)
+    assert "| broad | C | 2 | +3.25 | +1.25 |" in text
+    assert os.path.isfile(os.path.join(out, "corpus_breadth_sepformer-tiny_voices.csv"))
+    assert cb.mixture_speakers("u3") == []
+    assert cb.mixture_speakers("asterisk.allison-a-0001_kde.he-k-0007") == ["asterisk.allison", "kde.he"]
     for ext in ("md", "csv"):
         assert os.path.isfile(os.path.join(out, f"corpus_breadth_sepformer-tiny.{ext}"))
     with pytest.raises(SystemExit):
