@@ -9,6 +9,7 @@ GM and GeCo papers report).
 
 import concurrent.futures
 import csv
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -32,17 +33,30 @@ LOW_SI_SNR_I = 1.0
 def safe_name(utt_id):
     """A file-name-safe version of an utterance ID that cannot leave its folder.
 
-    Every character outside ``[A-Za-z0-9._-]`` becomes ``_``, leading dots are
-    replaced (no ``.``/``..``/hidden names), and the result is at most 120 characters.
+    An ID made of ``[A-Za-z0-9._-]`` only, not starting with a dot and at most 120
+    characters is returned unchanged. Any other ID is changed — characters outside that
+    set become ``_``, leading dots ``_``, the result cut to 100 characters — and gets
+    ``-`` and 10 hex digits of the SHA-1 of the original ID appended, so that two IDs
+    that differ (``a b`` and ``a_b``, or long IDs that differ only after the cut, such as
+    the ``_s1``/``_s2`` of a long Libri3Mix ID) never share a file name.
 
     Example
     -------
-    >>> safe_name("../../etc/passwd"), safe_name("spk1_utt 2"), safe_name("")
-    ('___.._etc_passwd', 'spk1_utt_2', 'utt')
+    >>> safe_name("spk1-utt-2_spk2-utt-7"), safe_name("")
+    ('spk1-utt-2_spk2-utt-7', 'utt')
+    >>> safe_name("../../etc/passwd")
+    '___.._etc_passwd-936d7c04cd'
+    >>> safe_name("a b") != safe_name("a_b")
+    True
     """
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(utt_id))[:120]
+    utt_id = str(utt_id)
+    if not utt_id:
+        return "utt"
+    if len(utt_id) <= 120 and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", utt_id):
+        return utt_id
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", utt_id)[:100]
     name = re.sub(r"^\.+", lambda m: "_" * len(m.group(0)), name)
-    return name or "utt"
+    return f"{name}-{hashlib.sha1(utt_id.encode('utf-8')).hexdigest()[:10]}"
 
 
 def path_inside(folder, name):

@@ -3,6 +3,7 @@
 import csv
 import math
 import os
+import re
 import warnings
 
 import numpy as np
@@ -140,7 +141,7 @@ def _read_csv(path):
 
 
 def test_evaluate_manifest_serial_and_parallel(tmp_path, capsys):
-    from nass.evaluation import evaluate_manifest
+    from nass.evaluation import evaluate_manifest, safe_name
 
     ids = ["a", "../../evil", "c/d"]
     manifest = _write_split(str(tmp_path / "data"), ids)
@@ -162,7 +163,8 @@ def test_evaluate_manifest_serial_and_parallel(tmp_path, capsys):
 
     # examples: the first two, estimates re-ordered to match the references
     ex = out_serial / "examples"
-    assert sorted(os.listdir(ex)) == ["___.._evil", "a"]
+    assert sorted(os.listdir(ex)) == [safe_name("../../evil"), "a"]
+    assert safe_name("../../evil").startswith("___.._evil-")
     assert sorted(os.listdir(ex / "a")) == ["mix.wav", "noise_est.wav", "s1.wav", "s1_ref.wav", "s2.wav", "s2_ref.wav"]
     est1, _ = read_audio(str(ex / "a" / "s1.wav"))
     ref1, _ = read_audio(str(ex / "a" / "s1_ref.wav"))
@@ -264,3 +266,17 @@ def test_separation_metrics_mix_clean_must_match_the_mixture():
     assert m["mix_clean_si-snr_i"] > 1  # removing the noise alone gains over the noisy mixture
     with pytest.raises(ValueError, match=r"\(u7\): mix_clean"):
         separation_metrics(s.sum(1), s, s, SR, mix_clean=s[:500].sum(1), utt_id="u7")
+
+
+def test_safe_name_never_merges_two_ids():
+    # two IDs must never share a file name: the s1/s2 cache files of a long (e.g.
+    # Libri3Mix) ID differ only after 120 characters; "a b" and "a_b" sanitise alike
+    from nass.evaluation import safe_name
+
+    long_id = "-".join(["hedgewars.default-hedgewars-default-0001"] * 4)
+    ids = [long_id + "_s1", long_id + "_s2", "a b", "a_b", "a/b", ".hidden", "_hidden", "..", "x" * 121]
+    names = [safe_name(i) for i in ids]
+    assert len(set(names)) == len(ids), names
+    assert all(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,119}", n) for n in names), names
+    assert safe_name("spk1-0001_spk2-0002") == "spk1-0001_spk2-0002"  # ordinary IDs stay readable
+    assert safe_name(long_id + "_s1") == safe_name(long_id + "_s1")  # deterministic
