@@ -334,6 +334,18 @@ def test_changes_force_rescan(tmp_path, monkeypatch):
     rows = _rows(out["dev"])
     assert calls and [r["ID"] for r in rows] == ["m1", "m2", "m3", "m4"] and float(rows[-1]["duration"]) == 0.15
 
+    # A corpus rebuilt in place (same names, new content and length) -> rebuilt, new durations.
+    calls.clear()
+    for sub in ("mix_both", "mix_clean", "s1", "s2", "noise"):
+        _wav(os.path.join(split_dir, sub, "m1.wav"), 2000, seed=1)
+    prepare_librimix(data, tmp_path / "save", mixture="clean", splits=["dev"])
+    assert calls and float(_rows(out["dev"])[0]["duration"]) == 0.25
+    # ... and one source rewritten with another length is caught, not reused
+    _wav(os.path.join(split_dir, "s2", "m1.wav"), 1000, seed=2)
+    with pytest.raises(DatasetError, match="m1.wav"):
+        prepare_librimix(data, tmp_path / "save", mixture="clean", splits=["dev"])
+    _wav(os.path.join(split_dir, "s2", "m1.wav"), 2000, seed=1)
+
     # A pairing problem is still caught when the manifest could be reused.
     os.remove(os.path.join(split_dir, "s1", "m4.wav"))
     with pytest.raises(DatasetError, match="m4.wav"):

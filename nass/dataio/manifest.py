@@ -20,13 +20,15 @@ the mixture and the config, and a problem stops preparation with a
 :class:`DatasetError` that names the files and the fix.
 
 A manifest is written with a JSON sidecar (``<name>.options.json``) holding the
-options and folders it was built from; a later call with the same options, the same
-columns and the same set of mixture files on disk reuses it without reading any
-audio header again.
+options and folders it was built from and a fingerprint (size and modification time)
+of every file it lists; a later call with the same options, the same columns, the same
+set of mixture files on disk and no listed file replaced or rewritten reuses it without
+reading any audio header again.
 """
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +38,8 @@ from nass.dataio.audio import AudioError, atomic_write, audio_info
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the manifest format changes, so that old manifests are rebuilt.
-MANIFEST_VERSION = 1
+#: 2: the sidecar holds a fingerprint of the listed files (:func:`files_fingerprint`).
+MANIFEST_VERSION = 2
 
 #: File extensions listed as audio in a data folder (matched case-insensitively).
 AUDIO_EXTENSIONS = (".wav", ".flac")
@@ -387,6 +390,45 @@ def _build_rows(spec, mixtures, listings, sample_rate, num_spks):
     return rows
 
 
+def files_fingerprint(rows):
+    """SHA-1 over the path, size and modification time of every file a manifest lists.
+
+    Changes when a listed file is replaced or rewritten in place (a corpus rebuilt into the
+    same folder keeps its file names), so a stale manifest is not reused. Costs one
+    ``os.stat`` per file, no audio is read.
+
+    Parameters
+    ----------
+    rows : iterable of dict
+        Manifest rows; every non-empty ``*_wav`` value is a file path.
+
+    Returns
+    -------
+    str
+        40 hex digits.
+
+    Raises
+    ------
+    OSError
+        A listed file no longer exists.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav"); _ = open(p, "wb").write(b"1")
+    >>> before = files_fingerprint([{"ID": "a", "mix_wav": p, "noise_wav": ""}])
+    >>> _ = open(p, "wb").write(b"22")
+    >>> files_fingerprint([{"ID": "a", "mix_wav": p, "noise_wav": ""}]) != before
+    True
+    """
+    paths = sorted({v for row in rows for k, v in row.items() if k.endswith("_wav") and v})
+    h = hashlib.sha1()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
 def _reusable(spec, mixtures, columns):
     """True if the manifest at ``spec.csv_path`` was built with the same options and files."""
     side = sidecar_path(spec.csv_path)
@@ -399,20 +441,24 @@ def _reusable(spec, mixtures, columns):
             reader = csv.DictReader(f)
             if reader.fieldnames != columns:
                 return False
-            listed = {row["mix_wav"] for row in reader}
-    except (OSError, ValueError, KeyError, csv.Error):
+            rows = list(reader)
+        listed = {row["mix_wav"] for row in rows}
+        if stored != _sidecar_content(spec, stored.get("files_fingerprint")) or listed != set(mixtures.values()):
+            return False
+        return stored["files_fingerprint"] == files_fingerprint(rows)
+    except (OSError, ValueError, KeyError, AttributeError, csv.Error):
         return False
-    return stored == _sidecar_content(spec) and listed == set(mixtures.values())
 
 
-def _sidecar_content(spec):
+def _sidecar_content(spec, fingerprint):
     folders = {
         "mix_dir": spec.mix_dir,
         "source_dirs": list(spec.source_dirs),
         "noise_dir": spec.noise_dir,
         "mix_clean_dir": spec.mix_clean_dir,
     }
-    return {"manifest_version": MANIFEST_VERSION, "options": spec.options, "folders": folders}
+    return {"manifest_version": MANIFEST_VERSION, "options": spec.options, "folders": folders,
+            "files_fingerprint": fingerprint}
 
 
 def write_manifest(rows, csv_path, num_spks):
@@ -451,7 +497,8 @@ def prepare_splits(specs, sample_rate, num_spks):
     All folders of all splits are listed and paired first (cheap), so a missing file
     in the test split is reported before minutes are spent reading training headers.
     A split whose manifest is still valid (same options and folders in the sidecar,
-    same columns, same mixture files on disk) is reused without reading any header.
+    same columns, same mixture files on disk, no listed file rewritten since:
+    :func:`files_fingerprint`) is reused without reading any header.
 
     Parameters
     ----------
@@ -506,7 +553,7 @@ def prepare_splits(specs, sample_rate, num_spks):
         write_manifest(rows, spec.csv_path, num_spks)
         with atomic_write(sidecar_path(spec.csv_path)) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(_sidecar_content(spec), f, indent=2, sort_keys=True)
+                json.dump(_sidecar_content(spec, files_fingerprint(rows)), f, indent=2, sort_keys=True)
         hours = sum(float(r["duration"]) for r in rows) / 3600
         logger.info("%s: wrote %s (%d mixtures, %.2f h)", spec.label, spec.csv_path, len(rows), hours)
         out.append(spec.csv_path)
