@@ -246,7 +246,8 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[1234])
     parser.add_argument("--out", required=True)
     parser.add_argument("--jobs", type=int, default=2, help="trainings in parallel (each gets cores/jobs threads)")
-    parser.add_argument("--extra", nargs="*", default=[], help="extra --key=value overrides for every run")
+    parser.add_argument("--extra", action="append", default=[], metavar="--KEY=VALUE",
+                        help="an override for every run, e.g. --extra=--mixture=clean; repeat for more")
     args = parser.parse_args(argv)
     corpora = []
     for item in args.corpora:

@@ -66,7 +66,8 @@ def main(argv=None):
     parser.add_argument("--data_folder", default=os.path.join(ROOT, "data", "demo", "Libri2Mix"))
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench_quality"))
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
-    parser.add_argument("--extra", nargs="*", default=[], help="extra --key=value overrides for every run")
+    parser.add_argument("--extra", action="append", default=[], metavar="--KEY=VALUE",
+                        help="an override for every run, e.g. --extra=--mixture=clean; repeat for more")
     args = parser.parse_args(argv)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     tasks = [(c, s) for c in args.configs for s in args.seeds]
