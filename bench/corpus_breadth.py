@@ -36,7 +36,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality_at_budget import run_one  # noqa: E402
+from quality_at_budget import run_dir, run_one  # noqa: E402
 
 from nass.cli import evaluate_main  # noqa: E402
 from nass.dataio.audio import atomic_write  # noqa: E402
@@ -133,7 +133,7 @@ def tabulate(out, labels, config, seeds):
         for train in labels:
             per_seed, deltas, cis, ref = [], [], [], float("nan")
             for seed in seeds:
-                run = os.path.join(out, train, f"{config}-seed{seed}")
+                run = run_dir(os.path.join(out, train), config, seed)
                 path = metrics_path(run, test, train)
                 vals = read_column(path)
                 per_seed.append(sum(vals.values()) / len(vals))
@@ -143,7 +143,7 @@ def tabulate(out, labels, config, seeds):
                 except ValueError:
                     pass
                 if train != labels[0]:
-                    first = os.path.join(out, labels[0], f"{config}-seed{seed}")
+                    first = run_dir(os.path.join(out, labels[0]), config, seed)
                     d, ci, _ = paired_delta(read_column(metrics_path(first, test, labels[0])), vals)
                     deltas.append(d)
                     cis.append(ci)
@@ -177,6 +177,18 @@ def mixture_speakers(utt_id):
 def per_voice(out, labels, config, seeds):
     """Mean SI-SNRi of the test mixtures that contain each voice, per model (mean over seeds).
 
+    Parameters
+    ----------
+    out : str
+        The ``--out`` folder holding ``<label>/<config>-seed<seed>/`` runs, already scored
+        on every corpus's test split.
+    labels : list of str
+        Corpus labels; the first corpus's model defines which mixtures are listed.
+    config : str
+        Recipe YAML name.
+    seeds : list of int
+        Seeds to average over.
+
     Returns
     -------
     list of dict
@@ -186,7 +198,7 @@ def per_voice(out, labels, config, seeds):
     rows = []
     for test in labels:
         scores = {
-            train: [read_column(metrics_path(os.path.join(out, train, f"{config}-seed{s}"), test, train))
+            train: [read_column(metrics_path(run_dir(os.path.join(out, train), config, s), test, train))
                     for s in seeds]
             for train in labels
         }
@@ -269,8 +281,8 @@ def main(argv=None):
             if test == train:
                 continue
             for seed in args.seeds:
-                run = os.path.join(args.out, train, f"{args.config}-seed{seed}")
-                other = os.path.join(args.out, test, f"{args.config}-seed{seed}")
+                run = run_dir(os.path.join(args.out, train), args.config, seed)
+                other = run_dir(os.path.join(args.out, test), args.config, seed)
                 cross_evaluate(run, find_test_manifest(other), os.path.dirname(metrics_path(run, test, train)))
 
     rows = tabulate(args.out, labels, args.config, args.seeds)

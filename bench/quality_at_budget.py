@@ -37,8 +37,13 @@ def read_means(csv_path):
     raise ValueError(f"{csv_path}: no mean row")
 
 
+def run_dir(out_root, config, seed):
+    """The output folder of one run: ``<out_root>/<config>-seed<seed>``."""
+    return os.path.join(out_root, f"{config}-seed{seed}")
+
+
 def run_one(config, seed, steps, data_folder, out_root, threads, extra):
-    out = os.path.join(out_root, f"{config}-seed{seed}")
+    out = run_dir(out_root, config, seed)
     metrics = os.path.join(out, "test", "test_metrics.csv")
     cmd = [
         sys.executable, TRAIN, os.path.join(HPARAMS, config + ".yaml"),
