@@ -10,6 +10,13 @@ from nass.dataio.audio import write_audio
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def dominant_hz(x, sample_rate):
+    """Frequency (Hz) of the largest magnitude-spectrum bin of a 1-D signal."""
+    x = np.asarray(x, dtype=np.float64)
+    spec = np.abs(np.fft.rfft(x))
+    return float(np.fft.rfftfreq(x.size, 1 / sample_rate)[int(np.argmax(spec))])
+
+
 def synthetic_voice(rng, n, sample_rate, f0):
     """A harmonic, amplitude-modulated 'voice' with pitch ``f0`` Hz (deterministic given rng)."""
     t = np.arange(n) / sample_rate

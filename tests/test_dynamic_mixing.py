@@ -5,6 +5,7 @@ import pytest
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
+from conftest import dominant_hz
 from nass.dataio.audio import write_audio
 from nass.dataio.dynamic_mixing import DynamicMixingDataset, librimix_speaker
 from nass.dataio.mixing import measure_loudness
@@ -38,8 +39,7 @@ def rows(tmp_path_factory):
 
 
 def _speaker(sig):
-    spec = np.abs(np.fft.rfft(sig.numpy().astype(np.float64)))
-    f = np.fft.rfftfreq(sig.numel(), 1 / SR)[np.argmax(spec)]
+    f = dominant_hz(sig.numpy(), SR)
     return min(FREQ, key=lambda s: abs(FREQ[s] - f))
 
 

@@ -269,8 +269,8 @@ def test_separation_metrics_mix_clean_must_match_the_mixture():
 
 
 def test_safe_name_never_merges_two_ids():
-    # two IDs must never share a file name: the s1/s2 cache files of a long (e.g.
-    # Libri3Mix) ID differ only after 120 characters; "a b" and "a_b" sanitise alike
+    # two IDs must never share a file name: the s1/s2 cache files of a long (e.g. 3-speaker
+    # demo-corpus) ID differ only after 120 characters; "a b" and "a_b" sanitise alike
     from nass.evaluation import safe_name
 
     long_id = "-".join(["hedgewars.default-hedgewars-default-0001"] * 4)

@@ -13,7 +13,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 
-from conftest import REPO, synthetic_voice
+from conftest import REPO, dominant_hz, synthetic_voice
 from nass.brains.separation import SeparationBrain
 from nass.losses.pit import apply_perm, pit_si_snr
 from nass.separation import MaskingSeparator, fit_length
@@ -174,11 +174,6 @@ def test_nonfinite_batch_is_skipped_then_stops(tmp_path, caplog):
         brain.fit_batch(batch)
 
 
-def _dominant_hz(x, sr=8000):
-    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
-    return np.fft.rfftfreq(x.size, 1 / sr)[int(np.argmax(spec))]
-
-
 @pytest.mark.parametrize("speed", [80, 120])
 def test_speed_perturb_speeds_make_pseudo_speakers_on_the_fly(speed, tmp_path):
     # --speed_perturb_speeds reaches SpeechBrain's SpeedPerturb; in training every source
@@ -196,7 +191,7 @@ def test_speed_perturb_speeds_make_pseudo_speakers_on_the_fly(speed, tmp_path):
     length = refs["sources"].shape[1]
     assert abs(length - n * 100 / speed) <= 2
     for k, f in enumerate((200.0, 330.0)):
-        assert _dominant_hz(refs["sources"][0, :, k].numpy()) == pytest.approx(f * speed / 100, abs=3)
+        assert dominant_hz(refs["sources"][0, :, k].numpy(), 8000) == pytest.approx(f * speed / 100, abs=3)
     assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
     _, refs = brain.compute_forward(batch, sb.Stage.VALID)
     assert refs["sources"].shape[1] == n
