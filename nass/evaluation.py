@@ -38,7 +38,8 @@ def safe_name(utt_id):
     set become ``_``, leading dots ``_``, the result cut to 100 characters — and gets
     ``-`` and 10 hex digits of the SHA-1 of the original ID appended, so that two IDs
     that differ (``a b`` and ``a_b``, or long IDs that differ only after the cut, such as
-    the ``_s1``/``_s2`` of a long Libri3Mix ID) never share a file name.
+    the ``_s1``/``_s2`` of a long 3-speaker demo-corpus or custom-folder ID) never share a
+    file name.
 
     Example
     -------
