@@ -436,7 +436,7 @@ def nass_contrastive_loss(
     noise_rep : torch.Tensor
         ``[batch, N, L]``: the predicted noise's masked representation (the extra slot).
     sampler : PatchSampler
-        Shared projection head.
+        Shared projection head (or a ``DistributedDataParallel`` wrapping one).
     criterion : PatchNCELoss
         Per-utterance InfoNCE.
     lambda_nce : float
@@ -480,7 +480,10 @@ def nass_contrastive_loss(
         )
     batch, num_spks, channels, frames = query_reps.shape
     if patch_ids is None:
-        patch_ids = sampler.sample_ids(batch, channels, frames, device=query_reps.device)
+        # under torchrun the sampler is wrapped in DistributedDataParallel: its methods are
+        # on `.module`, while its forward goes through the wrapper (gradient all-reduce)
+        base = getattr(sampler, "module", sampler)
+        patch_ids = base.sample_ids(batch, channels, frames, device=query_reps.device)
     maps = [query_reps[:, j] for j in range(num_spks)]
     maps += [positive_reps[:, j] for j in range(num_spks)]
     maps.append(noise_rep)
