@@ -16,6 +16,11 @@ Enhancement front-end (Hu et al., ICASSP 2023, arXiv 2302.11131, Fig. 1): an opt
 one-output mask network between encoder and separator; ``enhanced_w = mix_w * mask_e``
 is the representation the separator's masks act on, supervised by the encoder output of
 the clean mixture (see :mod:`nass.brains.separation`).
+
+NASS stacked on the enhancer: with ``noise_input="enhanced"`` (the straightforward
+stacking) the noise mask, and so the PatchNCE negatives, act on ``enhanced_w``, which the SE
+loss pushes towards noise-free; ``noise_input="mixture"`` (our option) applies the noise
+mask to the encoder output of the mixture ``mix_w`` instead, taken before the enhancer.
 """
 
 import dataclasses
@@ -24,6 +29,7 @@ from typing import Optional
 import torch
 
 NOISE_TARGETS = ("none", "extra_output")
+NOISE_INPUTS = ("enhanced", "mixture")
 
 
 @dataclasses.dataclass
@@ -70,11 +76,14 @@ class MaskingSeparator(torch.nn.Module):
         ``"extra_output"`` decodes the last mask as the noise estimate (NASS).
     enhancer : torch.nn.Module, optional
         One-output mask network ``[batch, N, L] -> [1, batch, N, L]`` (unified SE+SS).
+    noise_input : {"enhanced", "mixture"}
+        With an enhancer and the noise output: the representation the noise mask acts on
+        (``enhanced_w``, or ``mix_w`` from before the enhancer). Ignored otherwise.
 
     Raises
     ------
     ValueError
-        Unknown ``noise_target``; or, at the first forward, a mask network whose number
+        Unknown ``noise_target`` or ``noise_input``; or, at the first forward, a mask network whose number
         of outputs does not match ``num_spks`` and ``noise_target``.
 
     Example
@@ -91,10 +100,13 @@ class MaskingSeparator(torch.nn.Module):
     (torch.Size([2, 1603, 2]), torch.Size([2, 1603]))
     """
 
-    def __init__(self, encoder, masknet, decoder, num_spks, noise_target="none", enhancer=None):
+    def __init__(self, encoder, masknet, decoder, num_spks, noise_target="none", enhancer=None, noise_input="enhanced"):
         super().__init__()
         if noise_target not in NOISE_TARGETS:
             raise ValueError(f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}")
+        if noise_input not in NOISE_INPUTS:
+            raise ValueError(f"noise_input must be one of {NOISE_INPUTS}, got {noise_input!r}")
+        self.noise_input = noise_input
         self.encoder = encoder
         self.masknet = masknet
         self.decoder = decoder
@@ -145,6 +157,9 @@ class MaskingSeparator(torch.nn.Module):
                 "network's num_spks (Dual_Path_Model) or C (ConvTasNet MaskNet) accordingly"
             )
         masked_reps = rep.unsqueeze(0) * masks  # [M, B, N, L]
+        if enhanced_w is not None and self.noise_target == "extra_output" and self.noise_input == "mixture":
+            noise_rep = mix_w * masks[self.num_spks]
+            masked_reps = torch.cat([masked_reps[: self.num_spks], noise_rep.unsqueeze(0)])
         num_masks, batch = masked_reps.shape[:2]
         decoded = self.decoder(masked_reps.flatten(0, 1))  # [M*B, T']
         decoded = fit_length(decoded, mix.shape[-1]).view(num_masks, batch, -1)

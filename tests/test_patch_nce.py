@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nass.losses.patch_nce import PatchNCELoss, PatchSampler, nass_contrastive_loss
+from nass.losses.patch_nce import PatchNCELoss, PatchSampler, nass_contrastive_loss, nce_chance_level
 from nass.losses.pit import apply_perm
 
 
@@ -208,7 +208,7 @@ def test_runs_under_bf16_autocast():
 def test_cell_windows_equal_full_map_convolution():
     """Convolving only the gathered windows gives exactly the whole-map values."""
     torch.manual_seed(3)
-    sampler = PatchSampler(in_channels=12, num_patches=40)
+    sampler = PatchSampler(in_channels=12, num_patches=40, patch_layout="cell")
     maps = torch.randn(3, 12, 57, requires_grad=True)
     ids = sampler.sample_ids(3, 12, 57)
     fast = sampler._cells(maps, ids)
@@ -218,3 +218,96 @@ def test_cell_windows_equal_full_map_convolution():
     g_fast = torch.autograd.grad(fast.sum(), maps)[0]
     g_full = torch.autograd.grad(full.sum(), maps)[0]
     assert torch.allclose(g_fast, g_full, atol=1e-6)
+
+
+def _near_identity(batch=2, spks=2, n=16, frames=120, seed=0):
+    """Queries almost equal to their positives (positive = query + 0.1 noise), as in the issue."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.relu(torch.randn(batch, spks, n, frames, generator=g))
+    p = q + 0.1 * torch.randn(q.shape, generator=g)
+    noise = torch.relu(torch.randn(batch, n, frames, generator=g))
+    return q.requires_grad_(), p, noise
+
+
+def test_default_layout_separates_positives_from_negatives_cell_does_not():
+    """The reference 'cell' patch (one scalar -> Linear(1, D)) sits at chance even when each
+    query nearly equals its positive; the default layout does not (issue: 11.08 vs 3.71)."""
+    torch.manual_seed(0)
+    k = 64
+    chance = 2.0 * nce_chance_level(k)  # lambda_nce = 2, two speakers
+    results = {}
+    for layout in ("cell", None):
+        kwargs = {} if layout is None else {"patch_layout": layout}
+        sampler = PatchSampler(in_channels=16, proj_dim=64, num_patches=k, **kwargs)
+        q, p, n = _near_identity()
+        loss = nass_contrastive_loss(q, p, n, sampler, PatchNCELoss())
+        loss.backward()
+        results[layout] = (loss.item(), q.grad.abs().mean().item())
+    assert PatchSampler(16).patch_layout == "frame"
+    cell_loss, cell_grad = results["cell"]
+    frame_loss, frame_grad = results[None]
+    assert cell_loss > 0.9 * chance
+    assert frame_loss < 0.6 * chance
+    assert frame_grad > 5 * cell_grad
+
+
+@pytest.mark.parametrize("layout, tracks", [("frame", True), ("cell", False)])
+def test_loss_tracks_how_close_the_estimate_is_to_the_clean_speech(layout, tracks):
+    """As an estimate moves from unrelated to the reference towards it, the default layout's
+    loss falls from about chance to well below it; the reference 'cell' layout stays flat."""
+    torch.manual_seed(1)
+    k = 64
+    chance = nce_chance_level(k)
+    sampler = PatchSampler(in_channels=16, proj_dim=64, num_patches=k, patch_layout=layout)
+    g = torch.Generator().manual_seed(2)
+    p = torch.relu(torch.randn(2, 2, 16, 120, generator=g))
+    n = torch.relu(torch.randn(2, 16, 120, generator=g))
+    start = torch.relu(torch.randn(2, 2, 16, 120, generator=g))
+    ids = sampler.sample_ids(2, 16, 120)
+    curve = []
+    for a in (0.0, 0.5, 0.8, 0.95):
+        q = (1 - a) * start + a * p
+        _, stats = nass_contrastive_loss(q, p, n, sampler, PatchNCELoss(), patch_ids=ids, return_stats=True)
+        curve.append(stats["nce"])
+    assert stats["nce_chance"] == pytest.approx(chance) and stats["num_patches"] == k
+    if tracks:
+        assert curve[-1] < 0.5 * chance
+        assert curve == sorted(curve, reverse=True)
+    else:
+        assert min(curve) > 0.9 * chance
+
+
+def test_padded_frames_are_never_sampled():
+    sampler = PatchSampler(in_channels=4, num_patches=8)
+    valid = torch.tensor([60, 14, 30])
+    for _ in range(20):
+        ids = sampler.sample_ids(3, 4, 60, num_valid_frames=valid)
+        assert ids.shape == (3, 8)
+        assert bool((ids < (valid - 4).unsqueeze(1)).all())  # receptive field inside the signal
+        assert all(len(set(row.tolist())) == 8 for row in ids)
+    cell = PatchSampler(in_channels=6, num_patches=20, patch_layout="cell")
+    ids = cell.sample_ids(2, 6, 40, num_valid_frames=torch.tensor([40, 12]))
+    assert bool((ids[1] % 36 < 8).all())
+    # fewer real positions than K: K shrinks to the shortest utterance's count
+    assert sampler.sample_ids(2, 4, 60, num_valid_frames=torch.tensor([60, 9])).shape == (2, 5)
+
+
+def test_zero_padding_does_not_change_the_loss_of_the_real_part():
+    """Positions are drawn in the real frames, so padding a map adds no signal-free patches."""
+    torch.manual_seed(0)
+    sampler = PatchSampler(in_channels=8, proj_dim=16, num_patches=10)
+    q, p, n = _inputs(batch=1, frames=40)
+    pad = lambda x: torch.nn.functional.pad(x, (0, 30))  # noqa: E731
+    torch.manual_seed(5)
+    real = nass_contrastive_loss(q, p, n, sampler, PatchNCELoss())
+    torch.manual_seed(5)
+    padded = nass_contrastive_loss(pad(q), pad(p), pad(n), sampler, PatchNCELoss(), num_valid_frames=torch.tensor([40]))
+    assert torch.isfinite(padded)
+    ids = sampler.sample_ids(1, 8, 70, num_valid_frames=torch.tensor([40]))
+    assert int(ids.max()) < 36
+    assert abs(padded.item() - real.item()) < 0.5 * real.item()
+
+
+def test_chance_level():
+    assert nce_chance_level(256) == pytest.approx(math.log(256))
+    assert nce_chance_level(256, exclude_same_position=False) == pytest.approx(math.log(257))

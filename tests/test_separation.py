@@ -184,17 +184,36 @@ def test_speed_perturb_speeds_make_pseudo_speakers_on_the_fly(speed, tmp_path):
     brain = make_brain(hp)
     n, t = 8000, np.arange(8000) / 8000
     srcs = [torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32")) for f in (200.0, 330.0)]
-    noise = torch.zeros(n)
+    noise = torch.zeros(2 * n)  # the noise is not perturbed (references): long enough for both speeds
+    srcs = [torch.nn.functional.pad(x, (0, n)) for x in srcs]
     item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
     batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
     _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
     length = refs["sources"].shape[1]
-    assert abs(length - n * 100 / speed) <= 2
+    assert abs(length - 2 * n * 100 / speed) <= 2 or length == 2 * n
+    assert refs["noise"].shape[1] == length
     for k, f in enumerate((200.0, 330.0)):
         assert dominant_hz(refs["sources"][0, :, k].numpy(), 8000) == pytest.approx(f * speed / 100, abs=3)
     assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
     _, refs = brain.compute_forward(batch, sb.Stage.VALID)
-    assert refs["sources"].shape[1] == n
+    assert refs["sources"].shape[1] == 2 * n
+
+
+@pytest.mark.parametrize("perturb_noise", [False, True])
+def test_noise_is_speed_perturbed_only_when_asked(perturb_noise, tmp_path):
+    # references (NASS, GM, SpeechBrain LibriMix): sources perturbed, noise added as it is;
+    # speed_perturb_noise: True is our option
+    hp = load_demo("sepformer-tiny", tmp_path, speed_perturb_speeds=[80], speed_perturb_noise=perturb_noise)
+    brain = make_brain(hp)
+    n, t = 8000, np.arange(16000) / 8000
+    tone = lambda f: torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32"))  # noqa: E731
+    srcs, noise = [tone(200.0), tone(330.0)], tone(1000.0)
+    item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
+    batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
+    _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
+    expected = 800.0 if perturb_noise else 1000.0
+    assert dominant_hz(refs["noise"][0].numpy(), 8000) == pytest.approx(expected, abs=5)
+    assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
 
 # ----------------------------------------------------------------------------- recipes / YAML
 def all_yaml():

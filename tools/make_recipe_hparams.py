@@ -148,6 +148,8 @@ def render(ds_key, model, method):
     add("skip_prep: False")
     add("")
     add("# ---- training")
+    nass_family = m["noise"] or m["nce"]
+    S = ds["num_spks"]
     if tiny:
         add("N_epochs: 20")
         add("batch_size: 4")
@@ -156,7 +158,10 @@ def render(ds_key, model, method):
         add("valid_signal_len: 0               # whole utterances")
         add("optimizer_step_limit: null        # set e.g. --optimizer_step_limit=2000 for a fixed budget")
     else:
-        add("N_epochs: 200                     # NASS paper: 200 epochs; GM paper: 120")
+        if m["front"]:
+            add("N_epochs: 120                     # GM paper and reference yaml: 120 epochs")
+        else:
+            add("N_epochs: 200                     # NASS paper: 200 epochs")
         add("batch_size: 1                     # both papers")
         add("lr: 0.00015                       # Adam 1.5e-4 (SepFormer, NASS, GM papers)")
         if m["front"]:
@@ -180,26 +185,37 @@ def render(ds_key, model, method):
         add("eval_sdr_backend: mir_eval        # the papers' SDR; fast_bss_eval gives the same values faster")
     add("n_audio_to_save: 5                # separated test examples written as WAV")
     add("")
-    add("# Speed perturbation of every source and the noise, each its own speed (resampling: pitch and")
+    add("# Speed perturbation of every source, each its own speed (resampling: pitch and")
     add("# formants move with the speed). [95, 100, 105] is SpeechBrain's SepFormer recipe; a wider set,")
     add("# e.g. --speed_perturb_speeds=[85,90,95,100,105,110,115], makes on-the-fly pseudo-speakers")
     add("# (one reader -> several apparent voices; docs/demo_corpus.md). --speed_perturb=null: off.")
     add("speed_perturb_speeds: [95, 100, 105]   # percent")
+    add("speed_perturb_noise: False        # references perturb the sources only; True: the noise too (our option)")
     add("speed_perturb: !new:speechbrain.augment.time_domain.SpeedPerturb")
     add("    orig_freq: !ref <sample_rate>")
     add("    speeds: !ref <speed_perturb_speeds>")
     add("")
     add("# ---- method")
     add(f"noise_target: {'extra_output' if m['noise'] else 'none'}             # none | extra_output (NASS noise output)")
-    add("noise_loss_weight: 1.0           # weight of the noise estimate's negative SI-SNR")
+    if nass_family:
+        # the NASS reference averages PIT over speakers + noise: relative to the speakers'
+        # mean the noise weighs 1/num_spks and PatchNCE lambda_NCE * (S + 1) / S
+        add(f"noise_loss_weight: !ref 1 / <num_spks>   # = {1 / S:.4g}; NASS reference: PIT mean over speakers + noise")
+    else:
+        add("noise_loss_weight: 1.0           # weight of the noise estimate's negative SI-SNR (unused: no noise output)")
     if m["front"]:
         add("se_loss_weight: 0.1              # GM paper: SE loss weight 0.1")
+        add("se_loss_type: mse                # mse (paper: sum of squares to Encoder(mix_clean)) | neg_snr (scale-invariant)")
         add(f"gradient_modulation: {'projection' if m['gm'] else 'none'}       # none | projection (GM paper)")
     if m["nce"]:
-        add("lambda_nce: 2.0                  # NASS paper: lambda_NCE = 2")
+        lam = 2.0 * (S + 1) / S
+        add(f"lambda_nce: !ref 2 * (<num_spks> + 1) / <num_spks>   # = {lam:.4g}: paper lambda_NCE = 2 rescaled as the reference's PIT mean")
+        add("patch_layout: frame              # frame (a frame's N-vector; learns) | cell (NASS reference PatchSampleF; stays at chance)")
         add("nce_temperature: 0.07            # NASS reference (patchnce.py)")
         add("num_patches: 256                 # K patch positions (NASS reference)")
         add("nce_proj_dim: 256                # projection size (NASS reference PatchSampleF)")
+    if m["front"] and m["noise"]:
+        add("noise_input: enhanced            # enhanced (noise mask on enhanced_w) | mixture (on mix_w, before the enhancer)")
     add("num_masks: " + ("!ref <num_spks> + 1   # speakers + noise" if m["noise"] else "!ref <num_spks>"))
     add("")
     add("# ---- model (sizes overridable here; architecture in hparams/models/)")
@@ -227,12 +243,15 @@ def render(ds_key, model, method):
     add("    noise_target: !ref <noise_target>")
     if m["front"]:
         add("    enhancer: !ref <enhancer_model[enhancer]>")
+        if m["noise"]:
+            add("    noise_input: !ref <noise_input>")
     add("")
     if m["nce"]:
         add("patch_sampler: !new:nass.losses.patch_nce.PatchSampler")
         add("    in_channels: !ref <N_encoder_out>")
         add("    proj_dim: !ref <nce_proj_dim>")
         add("    num_patches: !ref <num_patches>")
+        add("    patch_layout: !ref <patch_layout>")
         add("patch_nce: !new:nass.losses.patch_nce.PatchNCELoss")
         add("    temperature: !ref <nce_temperature>")
         add("")
@@ -248,7 +267,12 @@ def render(ds_key, model, method):
     add("lr_scheduler: !new:speechbrain.nnet.schedulers.ReduceLROnPlateau  # SepFormer LibriMix recipe")
     add("    factor: 0.5")
     add("    patience: 2")
-    add("    dont_halve_until_epoch: 5")
+    if nass_family and not tiny:
+        add("    dont_halve_until_epoch: 50    # NASS reference yaml")
+    elif tiny:
+        add("    dont_halve_until_epoch: 5     # tiny CPU runs are short")
+    else:
+        add("    dont_halve_until_epoch: 5     # SpeechBrain LibriMix / GM reference yaml")
     add("")
     add("epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter")
     add("    limit: !ref <N_epochs>")

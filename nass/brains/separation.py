@@ -8,15 +8,44 @@ One :class:`speechbrain.core.Brain` subclass covers every combination the YAML e
 - ``patch_nce`` + ``patch_sampler``: the NASS patch-wise contrastive loss
   (:mod:`nass.losses.patch_nce`), weighted by ``lambda_nce``;
 - an ``enhancer`` in the separator: the unified SE+SS loss (Hu et al. ICASSP 2023),
-  ``se_loss_weight * sum((enhanced_w - Encoder(mix_clean))^2)``, optionally with
-  ``gradient_modulation: projection`` (:mod:`nass.losses.gradient_modulation`).
+  ``se_loss_weight * se``, optionally with ``gradient_modulation: projection``
+  (:mod:`nass.losses.gradient_modulation`). ``se_loss_type: mse`` is the paper's
+  ``sum((enhanced_w - Encoder(mix_clean))^2)`` (per utterance); it grows with the square of
+  the encoder's scale while the SI-SNR separation loss is blind to it, so part of its
+  gradient only shrinks the encoder (measured cos(g_SE, W_encoder) = 0.47).
+  ``se_loss_type: neg_snr`` is the scale-invariant alternative: the negative SNR (dB) of
+  ``enhanced_w`` against ``Encoder(mix_clean)``, ``10 log10(||e - t||^2 / ||t||^2)``,
+  whose gradient is orthogonal to a bias-free encoder's weights.
+
+Training objective and the quantities fed to the schedule (as the references,
+``TzuchengChang/NASS`` and SpeechBrain's LibriMix ``train.py``): per utterance the
+separation loss is ``PIT speakers + noise_loss_weight * noise`` (``-SI-SNR``, dB);
+``threshold_byloss`` drops utterances whose separation loss is already below
+``threshold``; then PatchNCE and the weighted SE loss are added. The LR scheduler and the
+best checkpoint see the *validation separation loss* (speakers + weighted noise, no
+PatchNCE or SE term, as the references' ``evaluate_batch``).
+
+Learning-rate schedulers (``lr_scheduler``): SpeechBrain's epoch schedulers
+(``ReduceLROnPlateau``, ``NewBobScheduler``, ``StepScheduler``, ``LinearScheduler``) return
+the next rate, which is *applied* here with ``sb.nnet.schedulers.update_learning_rate``
+at the end of each validation; per-step schedulers taking the optimizer
+(``NoamScheduler``, ``LinearWarmupScheduler``, ...) are called after every optimiser step.
+Any other object fails at the first fit with the supported list.
 
 Modules are always called through ``self.modules`` so the DDP wrapper is used under
 ``torchrun``. YAML keys read here (all optional except ``num_spks``):
 ``num_spks``, ``mixture`` (noisy | clean), ``noise_loss_weight``, ``threshold_byloss``,
 ``threshold``, ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or
-null), ``se_loss_weight``, ``gradient_modulation`` (none | projection), ``lambda_nce``,
-``lr_scheduler``, ``epoch_counter``, ``train_logger``, ``output_folder``.
+null), ``speed_perturb_noise``, ``se_loss_weight``, ``se_loss_type`` (mse | neg_snr),
+``gradient_modulation`` (none | projection), ``lambda_nce``, ``lr_scheduler``,
+``epoch_counter``, ``train_logger``, ``output_folder``.
+
+Health of each term: every epoch's training and validation statistics are logged with
+their reference values -- ``si-snr_input`` / ``noise_si-snr_input`` (the mixture used as the
+estimate), ``nce`` (unweighted InfoNCE, nats) with ``nce_chance`` (``ln K``, a query
+unrelated to every key), ``se_loss`` with ``se_identity`` (the SE loss of an enhancer that
+passes the mixture unchanged), ``gm_conflict_fraction`` and the applied ``lr`` -- in
+``train_log.txt`` and, one JSON object per epoch, in ``<output_folder>/train_log.jsonl``.
 
 With gradient modulation, every step's statistics (shared tensors, how many conflicted,
 the fraction, the mean cosine between g_SE and g_SS) are appended to
@@ -24,6 +53,8 @@ the fraction, the mean cosine between g_SE and g_SS) are appended to
 training log (``gm_conflict_fraction``).
 """
 
+import inspect
+import json
 import logging
 import os
 
@@ -36,6 +67,47 @@ from nass.losses.si_snr import si_snr
 logger = logging.getLogger(__name__)
 
 GRADIENT_MODULATION = ("none", "projection")
+SE_LOSS_TYPES = ("mse", "neg_snr")
+# SpeechBrain schedulers by the arguments of their __call__
+EPOCH_SCHEDULER_ARGS = {
+    ("optim_list", "current_epoch", "current_loss"): "plateau",  # ReduceLROnPlateau
+    ("metric_value",): "metric",  # NewBobScheduler
+    ("current_epoch",): "epoch",  # StepScheduler, LinearScheduler
+}
+STEP_SCHEDULER_ARGS = {("opt",): "step", ("opt", "num_updates"): "step_count"}
+
+
+def scheduler_kind(scheduler):
+    """How a SpeechBrain learning-rate scheduler is driven: ``"plateau"``, ``"metric"``,
+    ``"epoch"`` (epoch end, returns the next rate), ``"step"`` / ``"step_count"`` (after
+    every optimiser step, updates the optimizer itself) or None (no scheduler).
+
+    Raises
+    ------
+    ValueError
+        For an object whose ``__call__`` matches none of these, naming the supported ones.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.schedulers import ReduceLROnPlateau, NoamScheduler
+    >>> scheduler_kind(ReduceLROnPlateau()), scheduler_kind(NoamScheduler(1e-3, 10)), scheduler_kind(None)
+    ('plateau', 'step', None)
+    """
+    if scheduler is None:
+        return None
+    try:
+        args = tuple(inspect.signature(type(scheduler).__call__).parameters)[1:]  # without self
+    except (TypeError, ValueError):
+        args = ()
+    kind = EPOCH_SCHEDULER_ARGS.get(args) or STEP_SCHEDULER_ARGS.get(args)
+    if kind is None:
+        raise ValueError(
+            f"lr_scheduler: {type(scheduler).__name__} is not a supported scheduler (its __call__ takes "
+            f"{args}). Use a speechbrain.nnet.schedulers epoch scheduler (ReduceLROnPlateau, "
+            "NewBobScheduler, StepScheduler, LinearScheduler) or a per-step one taking the optimizer "
+            "(NoamScheduler, LinearWarmupScheduler, ...), or lr_scheduler: null."
+        )
+    return kind
 
 
 class SeparationBrain(sb.core.Brain):
@@ -67,6 +139,10 @@ class SeparationBrain(sb.core.Brain):
             raise ValueError(f"gradient_modulation must be one of {GRADIENT_MODULATION}, got {gm!r}")
         if gm == "projection" and separator.enhancer is None:
             raise ValueError("gradient_modulation: projection needs an enhancer in the separator (unified SE+SS)")
+        se_type = getattr(hp, "se_loss_type", "mse")
+        if se_type not in SE_LOSS_TYPES:
+            raise ValueError(f"se_loss_type must be one of {SE_LOSS_TYPES}, got {se_type!r}")
+        self._scheduler_kind = scheduler_kind(getattr(hp, "lr_scheduler", None))
         if self._use_nce() and separator.noise_target != "extra_output":
             raise ValueError(
                 "the PatchNCE loss (patch_nce / patch_sampler) needs noise_target: extra_output, "
@@ -106,24 +182,30 @@ class SeparationBrain(sb.core.Brain):
             "sources": sources,
             "noise": batch.noise_sig.data,
             "mix_clean": batch.mix_clean_sig.data,
+            "lengths": batch.mix_sig.lengths,  # [B] relative: the rest is zero padding
         }
 
     def _speed_perturb(self, refs):
-        """Speed-perturb every source and the noise independently, crop, and re-mix.
+        """Speed-perturb every source independently, crop, and re-mix.
 
-        As SpeechBrain's LibriMix recipe (``add_speed_perturb``): each part gets its own
-        random speed from ``SpeedPerturb.speeds`` (95/100/105 % by default).
+        As SpeechBrain's LibriMix recipe (``add_speed_perturb``) and the NASS and GM
+        references: each *source* gets its own random speed from ``SpeedPerturb.speeds``
+        (95/100/105 % by default; SpeechBrain draws one speed per call, i.e. per batch and
+        source) and the noise is added unperturbed. ``speed_perturb_noise: True`` (our
+        option, in no reference) perturbs the noise too, with its own speed.
         """
-        parts = [refs["sources"][..., i] for i in range(refs["sources"].shape[-1])] + [refs["noise"]]
-        perturbed = [self.hparams.speed_perturb(p) for p in parts]
-        length = min(p.shape[-1] for p in perturbed)
-        perturbed = [p[:, :length] for p in perturbed]
-        sources = torch.stack(perturbed[:-1], dim=-1)
-        noise = perturbed[-1]
+        num_spks = refs["sources"].shape[-1]
+        parts = [self.hparams.speed_perturb(refs["sources"][..., i]) for i in range(num_spks)]
+        noise = refs["noise"]
+        if getattr(self.hparams, "speed_perturb_noise", False):
+            noise = self.hparams.speed_perturb(noise)
+        length = min(min(p.shape[-1] for p in parts), noise.shape[-1])
+        sources = torch.stack([p[:, :length] for p in parts], dim=-1)
+        noise = noise[:, :length]
         mix_clean = sources.sum(-1)
         noisy = getattr(self.hparams, "mixture", "noisy") == "noisy"
         mix = mix_clean + noise if noisy else mix_clean
-        return {"mix": mix, "sources": sources, "noise": noise, "mix_clean": mix_clean}
+        return {"mix": mix, "sources": sources, "noise": noise, "mix_clean": mix_clean, "lengths": refs["lengths"]}
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, predictions, stage):
@@ -132,41 +214,66 @@ class SeparationBrain(sb.core.Brain):
         Returns
         -------
         dict
-            ``ss`` (separation objective: speakers + noise + PatchNCE, scalar), ``se``
-            (weighted-free SE loss, scalar, or None), ``speakers`` (per-utterance negative
-            SI-SNR ``[B]``), ``noise`` (per-utterance negative SI-SNR of the noise ``[B]`` or
-            None), ``nce`` (scalar or None), ``perm`` ``[B, num_spks]``.
+            ``ss`` (training objective without the SE term: speakers + weighted noise after
+            the threshold, + PatchNCE; scalar), ``separation`` (speakers + weighted noise over
+            every utterance, no threshold: what validation reports and the LR schedule sees;
+            scalar), ``se`` (unweighted SE loss, scalar, or None), ``speakers``
+            (per-utterance negative PIT SI-SNR ``[B]``), ``noise`` (per-utterance negative
+            SI-SNR of the noise ``[B]`` or None), ``nce`` (weighted PatchNCE term, scalar, or
+            None), ``nce_stats`` (see :func:`nass.losses.patch_nce.nass_contrastive_loss`),
+            ``perm`` ``[B, num_spks]``, ``refs`` (the references used).
         """
         out, refs = predictions
         hp = self.hparams
         spk_loss, perm = pit_si_snr(out.est_sources, refs["sources"])
-        kept = spk_loss
-        if stage == sb.Stage.TRAIN and getattr(hp, "threshold_byloss", False):
-            # SpeechBrain LibriMix recipe: drop utterances already better than `threshold` dB
-            # (written so that a NaN loss is kept: the batch is then skipped as non-finite,
-            # never silently dropped by the threshold)
-            mask = ~(spk_loss <= hp.threshold)
-            kept = spk_loss[mask] if mask.any() else spk_loss
-        ss = kept.mean()
+        separation = spk_loss
         noise_loss = None
         if out.est_noise is not None:
             noise_loss = -si_snr(out.est_noise, refs["noise"])
-            ss = ss + getattr(hp, "noise_loss_weight", 1.0) * noise_loss.mean()
-        nce = None
+            separation = separation + getattr(hp, "noise_loss_weight", 1.0) * noise_loss
+        kept = separation
+        if stage == sb.Stage.TRAIN and getattr(hp, "threshold_byloss", False):
+            # references: drop utterances whose loss is already better than `threshold` dB
+            # (written so that a NaN loss is kept: the batch is then skipped as non-finite,
+            # never silently dropped by the threshold)
+            mask = ~(separation <= hp.threshold)
+            kept = separation[mask] if mask.any() else separation
+        ss = kept.mean()
+        nce, nce_stats = None, None
         if stage == sb.Stage.TRAIN and self._use_nce():
-            nce = self._patch_nce(out, refs, perm)
+            nce, nce_stats = self._patch_nce(out, refs, perm)
             ss = ss + nce
         se = None
         if out.enhanced_w is not None:
-            # Hu et al.: squared error (sum) to the encoder output of the clean mixture,
-            # averaged over the batch so batch size does not rescale the weight
-            target_w = self._encode(refs["mix_clean"])
-            se = ((out.enhanced_w - target_w) ** 2).sum() / out.enhanced_w.shape[0]
-        return {"ss": ss, "se": se, "speakers": spk_loss, "noise": noise_loss, "nce": nce, "perm": perm}
+            # Hu et al.: the enhanced representation against the encoder output of the clean
+            # mixture; gradients of the target's encoding flow into the shared encoder as in
+            # the reference
+            se = self._se_loss(out.enhanced_w, self._encode(refs["mix_clean"]))
+        return {
+            "ss": ss,
+            "separation": separation.mean(),
+            "se": se,
+            "speakers": spk_loss,
+            "noise": noise_loss,
+            "nce": nce,
+            "nce_stats": nce_stats,
+            "perm": perm,
+            "refs": refs,
+            "out": out,
+        }
+
+    def _se_loss(self, enhanced_w, target_w):
+        """SE loss ``[B, N, L]`` x ``[B, N, L]`` -> scalar (``se_loss_type``, batch mean)."""
+        if getattr(self.hparams, "se_loss_type", "mse") == "neg_snr":
+            err = ((enhanced_w - target_w) ** 2).flatten(1).sum(-1)
+            ref = (target_w**2).flatten(1).sum(-1)
+            return (10 * torch.log10((err + 1e-8) / (ref + 1e-8))).mean()
+        # paper: squared error summed over the map, averaged over the batch so that the
+        # batch size does not rescale the weight
+        return ((enhanced_w - target_w) ** 2).sum() / enhanced_w.shape[0]
 
     def _encode(self, wav):
-        # the encoder is a sub-module of the (possibly DDP-wrapped) separator; gradients of
-        # the targets' encodings flow into the shared encoder as in the references
+        # the encoder is a sub-module of the (possibly DDP-wrapped) separator
         return self._separator().encode(wav)
 
     def _patch_nce(self, out, refs, perm):
@@ -184,6 +291,10 @@ class SeparationBrain(sb.core.Brain):
                 [self._encode(refs["sources"][..., j]) for j in range(num_spks)], dim=1
             )  # [B, S, N, L]
         noise_rep = reps[num_spks]  # [B, N, L]
+        frames = noise_rep.shape[-1]
+        valid = None
+        if refs.get("lengths") is not None:
+            valid = (refs["lengths"].to(noise_rep.device) * frames).floor().long().clamp(1, frames)
         return nass_contrastive_loss(
             query,
             positive,
@@ -191,12 +302,18 @@ class SeparationBrain(sb.core.Brain):
             sampler=self.modules.patch_sampler,
             criterion=self.hparams.patch_nce,
             lambda_nce=getattr(self.hparams, "lambda_nce", 2.0),
+            num_valid_frames=valid,
+            return_stats=True,
         )
 
     def compute_objectives(self, predictions, batch, stage):
-        """Total loss ``ss + se_loss_weight * se`` (used for validation and plain training)."""
+        """Total loss ``ss + se_loss_weight * se`` (training) or ``separation`` (validation)."""
         losses = self.compute_losses(predictions, stage)
         self._record(losses, stage, batch)
+        if stage != sb.Stage.TRAIN:
+            # as the references' evaluate_batch: the separation loss alone drives the LR
+            # schedule and the choice of the best checkpoint
+            return losses["separation"]
         total = losses["ss"]
         if losses["se"] is not None:
             total = total + getattr(self.hparams, "se_loss_weight", 0.1) * losses["se"]
@@ -236,8 +353,17 @@ class SeparationBrain(sb.core.Brain):
                 self.scaler.scale(total / factor).backward()
         if should_step:
             self.optimizers_step()
+            self._step_scheduler()
         self.on_fit_batch_end(batch, predictions, total, should_step)
         return total.detach().cpu()
+
+    def _step_scheduler(self):
+        """Per-step schedulers (``NoamScheduler`` etc.) update the optimizer themselves."""
+        kind = getattr(self, "_scheduler_kind", None)
+        if kind == "step":
+            self.hparams.lr_scheduler(self.optimizer)
+        elif kind == "step_count":
+            self.hparams.lr_scheduler(self.optimizer, self.optimizer_step)
 
     def _log_gm_step(self, stats):
         """Append this step's modulation statistics to ``<output_folder>/gm_stats.csv``."""
@@ -273,54 +399,110 @@ class SeparationBrain(sb.core.Brain):
 
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, losses, stage, batch):
+        """Accumulate each term and its reference value (see the module docstring)."""
         stats = self._stats
+        refs, out = losses["refs"], losses["out"]
         stats["n"] += 1
         stats["si-snr"] += float(-losses["speakers"].detach().mean())
-        if losses["noise"] is not None:
-            stats["noise_si-snr"] += float(-losses["noise"].detach().mean())
+        with torch.no_grad():
+            mix = refs["mix"].detach()
+            sources = refs["sources"].detach()
+            # the mixture as every speaker's estimate: the input score SI-SNRi is measured from
+            mix_score = torch.stack([si_snr(mix, sources[..., j]) for j in range(sources.shape[-1])])
+            stats["si-snr_input"] += float(mix_score.mean())
+            if losses["noise"] is not None:
+                stats["noise_si-snr"] += float(-losses["noise"].detach().mean())
+                stats["noise_si-snr_input"] += float(si_snr(mix, refs["noise"].detach()).mean())
+            if losses["se"] is not None:
+                stats["se"] += float(losses["se"].detach())
+                target_w = self._encode(refs["mix_clean"].detach())
+                stats["se_identity"] += float(self._se_loss(out.mix_w.detach(), target_w))
         if losses["nce"] is not None:
-            stats["nce"] += float(losses["nce"].detach())
-        if losses["se"] is not None:
-            stats["se"] += float(losses["se"].detach())
+            stats["nce_n"] += 1
+            stats["nce_weighted"] += float(losses["nce"].detach())
+            stats["nce"] += losses["nce_stats"]["nce"]
+            stats["nce_chance"] += losses["nce_stats"]["nce_chance"]
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the per-stage statistics; give dynamic mixing its epoch (new mixtures each epoch)."""
         train_set = getattr(self, "train_set", None)
         if stage == sb.Stage.TRAIN and hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        self._stats = {"n": 0, "si-snr": 0.0, "noise_si-snr": 0.0, "nce": 0.0, "se": 0.0}
+        keys = ("si-snr", "si-snr_input", "noise_si-snr", "noise_si-snr_input", "se", "se_identity")
+        self._stats = {"n": 0, "nce_n": 0, "nce": 0.0, "nce_chance": 0.0, "nce_weighted": 0.0}
+        self._stats.update({k: 0.0 for k in keys})
         self._gm_stats = []
+        self._stage_lr = self.optimizer.param_groups[0]["lr"] if getattr(self, "optimizer", None) else None
 
     def _stage_stats(self, stage_loss):
-        n = max(self._stats["n"], 1)
-        stats = {"loss": float(stage_loss), "si-snr": self._stats["si-snr"] / n}
+        st = self._stats
+        n = max(st["n"], 1)
+        stats = {"loss": float(stage_loss), "si-snr": st["si-snr"] / n, "si-snr_input": st["si-snr_input"] / n}
         sep = self._separator()
         if sep.noise_target == "extra_output":
-            stats["noise_si-snr"] = self._stats["noise_si-snr"] / n
+            stats["noise_si-snr"] = st["noise_si-snr"] / n
+            stats["noise_si-snr_input"] = st["noise_si-snr_input"] / n
         if sep.enhancer is not None:
-            stats["se_loss"] = self._stats["se"] / n
-        if self._stats["nce"]:
-            stats["nce_loss"] = self._stats["nce"] / n
+            stats["se_loss"] = st["se"] / n
+            stats["se_identity"] = st["se_identity"] / n
+        if st["nce_n"]:
+            m = st["nce_n"]
+            stats["nce"] = st["nce"] / m
+            stats["nce_chance"] = st["nce_chance"] / m
+            stats["nce_loss"] = st["nce_weighted"] / m  # the weighted term added to the loss
         if self._gm_stats:
             stats["gm_conflict_fraction"] = sum(self._gm_stats) / len(self._gm_stats)
         return stats
 
+    def _apply_epoch_scheduler(self, epoch, valid_loss):
+        """Step an epoch scheduler and apply its rate; returns (rate used, next rate)."""
+        from speechbrain.nnet.schedulers import update_learning_rate
+
+        current = self.optimizer.param_groups[0]["lr"]
+        kind = getattr(self, "_scheduler_kind", None)
+        if kind is None:
+            kind = scheduler_kind(getattr(self.hparams, "lr_scheduler", None))
+        scheduler = getattr(self.hparams, "lr_scheduler", None)
+        if kind == "plateau":
+            _, new = scheduler([self.optimizer], current_epoch=epoch, current_loss=valid_loss)
+        elif kind == "metric":
+            _, new = scheduler(valid_loss)
+        elif kind == "epoch":
+            _, new = scheduler(epoch)
+        else:
+            return current, current
+        update_learning_rate(self.optimizer, new)
+        return current, new
+
+    def _write_jsonl(self, record):
+        """Append one epoch's statistics to ``<output_folder>/train_log.jsonl`` (main process)."""
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None or not sb.utils.distributed.if_main_process():
+            return
+        path = os.path.join(folder, "train_log.jsonl")
+        clean = json.loads(json.dumps(record, default=float), parse_constant=lambda c: None)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(clean, allow_nan=False) + "\n")
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log the epoch, step the LR scheduler, keep the best checkpoint by validation SI-SNR."""
+        """Log the epoch, apply the LR schedule, keep the best checkpoint by validation SI-SNR.
+
+        The logged ``lr`` is the rate the optimizer used during this epoch; ``next_lr`` the
+        one the schedule set for the next.
+        """
         stats = self._stage_stats(stage_loss)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
         if stage == sb.Stage.VALID:
-            lr = self.optimizer.param_groups[0]["lr"]
-            scheduler = getattr(self.hparams, "lr_scheduler", None)
-            if scheduler is not None:
-                _, lr = scheduler([self.optimizer], current_epoch=epoch, current_loss=stats["loss"])
-            meta = {"epoch": epoch, "lr": lr}
+            lr, next_lr = self._apply_epoch_scheduler(epoch, stats["loss"])
+            if self._stage_lr is not None and getattr(self, "_scheduler_kind", None) not in ("step", "step_count"):
+                lr = self._stage_lr  # (equal unless something else changed it mid-epoch)
+            meta = {"epoch": epoch, "lr": lr, "next_lr": next_lr, "optimizer_step": self.optimizer_step}
+            train_stats = getattr(self, "train_stats", None)
             if getattr(self.hparams, "train_logger", None) is not None:
-                self.hparams.train_logger.log_stats(
-                    stats_meta=meta, train_stats=getattr(self, "train_stats", None), valid_stats=stats
-                )
+                self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=train_stats, valid_stats=stats)
+            self._write_jsonl({**meta, "train": train_stats, "valid": stats})
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"si-snr": stats["si-snr"], "epoch": epoch}, max_keys=["si-snr"], num_to_keep=1

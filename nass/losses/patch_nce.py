@@ -39,10 +39,24 @@ Facts taken from the reference code ``TzuchengChang/NASS`` (read, not copied):
   :func:`nass_contrastive_loss`.
 
 Choices made here (see the docstrings): positions are drawn independently per utterance
-(CUT notes the shared-position shortcut as a "potential issue"); the same-position
-negative is removed exactly (``-inf``) instead of ``-10`` (identical up to ``1e-62``);
-``patch_layout="cell"`` reproduces the reference projection, ``"frame"`` is the CUT-style
-alternative in which a patch is one frame's ``N``-dimensional vector.
+(CUT notes the shared-position shortcut as a "potential issue") and only among the frames
+of the real signal (zero-padded frames give identical, signal-free query, positive and
+negative patches); the same-position negative is removed exactly (``-inf``) instead of
+``-10`` (identical up to ``1e-62``).
+
+Patch layout (``patch_layout``, a YAML key of every NASS recipe). The paper (Sec. 2.2,
+Fig. 2) samples query, positive and ``M`` negatives from ``h_ŝa``, ``h_sa``, ``h_n̂`` and
+compares them by cosine similarity. The reference ``PatchSampleF`` (``"cell"`` here) makes
+a patch one *scalar* of the ``[N, L]`` map projected ``Linear(1, D) -> ReLU -> Linear(D, D)``
+and L2-normalised: the direction of the result depends only on the sign of that scalar, so
+all patches of one sign map to nearly the same unit vector and the loss cannot tell a
+query's positive from its negatives. Measured (``tests/test_patch_nce.py``): with queries
+almost equal to their positives (positive = query + 0.1 noise) ``"cell"`` gives 11.08 =
+``2 ln 256`` (chance) with ``|dL/dq| = 5.6e-4``; on the demo corpus 15 epochs stay at chance.
+The default is therefore ``"frame"`` (CUT's design, Park et al. 2020: a patch is one
+frame's ``N``-dimensional feature vector after two ``Conv1d`` over time), whose loss falls
+well below chance as the separator trains; ``patch_layout: cell`` remains for exact
+reproduction of the reference.
 """
 
 import math
@@ -71,14 +85,17 @@ class PatchSampler(nn.Module):
         ``K``, positions drawn per utterance (reference 256). If a map has fewer
         positions, all of them are used.
     patch_layout : str
-        ``"cell"`` (reference ``PatchSampleF``): the map is a one-channel image, two
+        ``"frame"`` (default) or ``"cell"`` (reference ``PatchSampleF``, for exact
+        reproduction; its loss stays at chance, see the module docstring).
+        ``"cell"``: the map is a one-channel image, two
         ``Conv2d(1, 1, kernel_size)`` with a ReLU between, a patch is one cell (a scalar)
         projected ``Linear(1, D) -> ReLU -> Linear(D, D)``; positions range over
         ``(N - 2(k-1)) * (L - 2(k-1))`` cells.
         ``"frame"`` (CUT-style): two ``Conv1d(N, N, kernel_size)`` over time with a ReLU
-        between, a patch is one frame's ``N``-vector projected
-        ``Linear(N, D) -> ReLU -> Linear(D, D)``; positions range over ``L - 2(k-1)``
-        frames.
+        between, a patch is one frame's ``N``-vector, normalised over its channels
+        (``layer_norm`` without parameters: the non-negative encoder features otherwise
+        share one dominant direction), projected ``Linear(N, D) -> ReLU -> Linear(D, D)``;
+        positions range over ``L - 2(k-1)`` frames.
     kernel_size : int
         Kernel of the two (unpadded) convolutions (reference 3).
     eps : float
@@ -108,7 +125,7 @@ class PatchSampler(nn.Module):
         in_channels,
         proj_dim=256,
         num_patches=256,
-        patch_layout="cell",
+        patch_layout="frame",
         kernel_size=3,
         eps=1e-7,
     ):
@@ -167,8 +184,10 @@ class PatchSampler(nn.Module):
 
         Example
         -------
-        >>> PatchSampler(16, num_patches=4).num_positions(16, 50)
+        >>> PatchSampler(16, num_patches=4, patch_layout="cell").num_positions(16, 50)
         552
+        >>> PatchSampler(16, num_patches=4).num_positions(16, 50)
+        46
         """
         shrink = 2 * (self.kernel_size - 1)
         frames = num_frames - shrink
@@ -176,7 +195,9 @@ class PatchSampler(nn.Module):
             return max(frames, 0)
         return max(num_channels - shrink, 0) * max(frames, 0)
 
-    def sample_ids(self, batch_size, num_channels, num_frames, device=None, generator=None):
+    def sample_ids(
+        self, batch_size, num_channels, num_frames, device=None, generator=None, num_valid_frames=None
+    ):
         """Draw ``K`` distinct positions independently for each utterance.
 
         Parameters
@@ -187,17 +208,24 @@ class PatchSampler(nn.Module):
             Where the ids are created.
         generator : torch.Generator or None
             For reproducible draws (must live on ``device``).
+        num_valid_frames : torch.Tensor or None
+            ``[batch]`` frames of each map that hold signal (the rest is zero padding of a
+            shorter utterance); positions whose receptive field reaches into the padding
+            are drawn only when an utterance has fewer than ``K`` others. None: all frames.
 
         Returns
         -------
         torch.Tensor
-            ``[batch, K]`` long, ``K = min(num_patches, positions)``.
+            ``[batch, K]`` long, ``K = min(num_patches, positions of the shortest map)``.
 
         Example
         -------
         >>> s = PatchSampler(16, num_patches=4)
         >>> s.sample_ids(3, 16, 50).shape
         torch.Size([3, 4])
+        >>> ids = s.sample_ids(2, 16, 50, num_valid_frames=torch.tensor([50, 10]))
+        >>> bool(ids[1].max() < 10 - 4)
+        True
         """
         positions = self.num_positions(num_channels, num_frames)
         if positions < 1:
@@ -206,8 +234,16 @@ class PatchSampler(nn.Module):
                 f"no position left after two kernel-{self.kernel_size} convolutions; "
                 f"use longer inputs or a smaller kernel_size"
             )
-        k = min(self.num_patches, positions)
         scores = torch.rand(batch_size, positions, device=device, generator=generator)
+        k = min(self.num_patches, positions)
+        if num_valid_frames is not None:
+            shrink = 2 * (self.kernel_size - 1)
+            valid = (num_valid_frames.to(device=scores.device, dtype=torch.long) - shrink).clamp(min=0)
+            width = num_frames - shrink  # frame columns of the convolved map
+            column = torch.arange(positions, device=scores.device) % width
+            real = column.unsqueeze(0) < valid.unsqueeze(1)  # [B, positions]
+            scores = torch.where(real, scores, scores - 2.0)  # padded positions rank last
+            k = min(k, max(int(real.sum(dim=1).min()), 1))
         return scores.topk(k, dim=1).indices
 
     def forward(self, features, patch_ids=None, generator=None):
@@ -288,6 +324,10 @@ class PatchSampler(nn.Module):
             grid = self.conv(maps).transpose(1, 2)  # [B, W, N]
             index = ids.unsqueeze(-1).expand(-1, -1, grid.shape[-1])
             patches = grid.gather(1, index)  # [B, K, N]
+            # encoder features are non-negative (ReLU): every frame shares a large common
+            # level that would make all patches point the same way; normalise each frame
+            # over its N channels (no affine parameters) before the projection
+            patches = nn.functional.layer_norm(patches, patches.shape[-1:])
         out = self.mlp(patches)
         return out / (out.norm(dim=-1, keepdim=True) + self.eps)
 
@@ -404,6 +444,33 @@ class PatchNCELoss(nn.Module):
         return loss.mean(dim=-1)
 
 
+def nce_chance_level(num_patches, exclude_same_position=True):
+    """InfoNCE value of a query unrelated to every key: ``ln(M + 1)`` nats.
+
+    Parameters
+    ----------
+    num_patches : int
+        ``K`` sampled positions; ``M = K - 1`` negatives with ``exclude_same_position``,
+        else ``M = K``.
+    exclude_same_position : bool
+        As :class:`PatchNCELoss`.
+
+    Returns
+    -------
+    float
+        The chance level of one :class:`PatchNCELoss` term (``ln 256 = 5.545`` for the
+        reference's 256 patches); the weighted NASS term's chance level is ``lambda_nce``
+        times it.
+
+    Example
+    -------
+    >>> round(nce_chance_level(256), 3)
+    5.545
+    """
+    negatives = num_patches - 1 if exclude_same_position else num_patches
+    return math.log(negatives + 1)
+
+
 def nass_contrastive_loss(
     query_reps,
     positive_reps,
@@ -412,6 +479,8 @@ def nass_contrastive_loss(
     criterion,
     lambda_nce=2.0,
     patch_ids=None,
+    num_valid_frames=None,
+    return_stats=False,
 ):
     """NASS contrastive term: ``(lambda_nce / num_spks) * sum_a mean_{b,k} l(q_a, p_a, n)``.
 
@@ -443,11 +512,17 @@ def nass_contrastive_loss(
         Weight (paper and reference: 2).
     patch_ids : torch.Tensor or None
         ``[batch, K]`` positions to use (drawn when None; tests pass them).
+    num_valid_frames : torch.Tensor or None
+        ``[batch]`` frames of real signal per utterance (see
+        :meth:`PatchSampler.sample_ids`); used when the positions are drawn.
+    return_stats : bool
+        Also return ``{"nce": unweighted mean InfoNCE (nats), "nce_chance": its chance
+        level, "num_patches": K}`` for logging.
 
     Returns
     -------
-    torch.Tensor
-        Scalar (float32).
+    torch.Tensor or (torch.Tensor, dict)
+        Scalar (float32), and the statistics with ``return_stats``.
 
     Raises
     ------
@@ -483,7 +558,9 @@ def nass_contrastive_loss(
         # under torchrun the sampler is wrapped in DistributedDataParallel: its methods are
         # on `.module`, while its forward goes through the wrapper (gradient all-reduce)
         base = getattr(sampler, "module", sampler)
-        patch_ids = base.sample_ids(batch, channels, frames, device=query_reps.device)
+        patch_ids = base.sample_ids(
+            batch, channels, frames, device=query_reps.device, num_valid_frames=num_valid_frames
+        )
     maps = [query_reps[:, j] for j in range(num_spks)]
     maps += [positive_reps[:, j] for j in range(num_spks)]
     maps.append(noise_rep)
@@ -492,4 +569,13 @@ def nass_contrastive_loss(
     total = 0.0
     for j in range(num_spks):
         total = total + criterion(projected[j], projected[num_spks + j], noise).mean()
-    return total * (lambda_nce / num_spks)
+    loss = total * (lambda_nce / num_spks)
+    if not return_stats:
+        return loss
+    k = int(patch_ids.shape[1])
+    stats = {
+        "nce": float(total.detach()) / num_spks,
+        "nce_chance": nce_chance_level(k, getattr(criterion, "exclude_same_position", True)),
+        "num_patches": k,
+    }
+    return loss, stats
