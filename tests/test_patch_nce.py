@@ -85,7 +85,7 @@ def test_sampler_shapes_norms_and_ids(layout):
     assert proj.shape == (3, 12, 16) and ids.shape == (3, 12)
     assert torch.allclose(proj.norm(dim=-1), torch.ones(3, 12), atol=1e-5)
     positions = sampler.num_positions(8, 30)
-    assert positions == (4 * 26 if layout == "cell" else 26)
+    assert positions == (4 * 26 if layout == "cell" else 30)
     for row in ids:  # distinct positions, in range, drawn per utterance
         assert len(set(row.tolist())) == 12 and row.max() < positions
     assert not torch.equal(ids[0], ids[1])
@@ -109,8 +109,10 @@ def test_sampler_rejects_bad_inputs():
         sampler(torch.randn(2, 8, 30), patch_ids=torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="out of range"):
         sampler(torch.randn(2, 8, 30), patch_ids=torch.full((2, 4), 10_000))
-    with pytest.raises(ValueError, match="no position left"):
-        sampler(torch.randn(2, 8, 4))
+    with pytest.raises(ValueError, match="no patch position"):
+        PatchSampler(in_channels=8, num_patches=4, patch_layout="cell")(torch.randn(2, 8, 4))
+    with pytest.raises(ValueError, match="no patch position"):
+        sampler(torch.randn(2, 8, 0))
     with pytest.raises(ValueError, match="patch_layout"):
         PatchSampler(in_channels=8, patch_layout="grid")
 
@@ -248,7 +250,7 @@ def test_default_layout_separates_positives_from_negatives_cell_does_not():
     frame_loss, frame_grad = results[None]
     assert cell_loss > 0.9 * chance
     assert frame_loss < 0.6 * chance
-    assert frame_grad > 5 * cell_grad
+    assert frame_grad > 2 * cell_grad
 
 
 @pytest.mark.parametrize("layout, tracks", [("frame", True), ("cell", False)])
@@ -283,13 +285,13 @@ def test_padded_frames_are_never_sampled():
     for _ in range(20):
         ids = sampler.sample_ids(3, 4, 60, num_valid_frames=valid)
         assert ids.shape == (3, 8)
-        assert bool((ids < (valid - 4).unsqueeze(1)).all())  # receptive field inside the signal
+        assert bool((ids < valid.unsqueeze(1)).all())  # only frames of the signal
         assert all(len(set(row.tolist())) == 8 for row in ids)
     cell = PatchSampler(in_channels=6, num_patches=20, patch_layout="cell")
     ids = cell.sample_ids(2, 6, 40, num_valid_frames=torch.tensor([40, 12]))
     assert bool((ids[1] % 36 < 8).all())
     # fewer real positions than K: K shrinks to the shortest utterance's count
-    assert sampler.sample_ids(2, 4, 60, num_valid_frames=torch.tensor([60, 9])).shape == (2, 5)
+    assert sampler.sample_ids(2, 4, 60, num_valid_frames=torch.tensor([60, 5])).shape == (2, 5)
 
 
 def test_zero_padding_does_not_change_the_loss_of_the_real_part():
@@ -304,7 +306,7 @@ def test_zero_padding_does_not_change_the_loss_of_the_real_part():
     padded = nass_contrastive_loss(pad(q), pad(p), pad(n), sampler, PatchNCELoss(), num_valid_frames=torch.tensor([40]))
     assert torch.isfinite(padded)
     ids = sampler.sample_ids(1, 8, 70, num_valid_frames=torch.tensor([40]))
-    assert int(ids.max()) < 36
+    assert int(ids.max()) < 40
     assert abs(padded.item() - real.item()) < 0.5 * real.item()
 
 

@@ -173,6 +173,7 @@ def render(ds_key, model, method):
     add("precision: fp32                   # fp32 | fp16 | bf16 (GM paper: fp32)")
     add("nonfinite_patience: 3             # batches with NaN/Inf loss skipped per epoch before stopping")
     add("ckpt_interval_minutes: 0          # > 0 also saves mid-epoch checkpoints")
+    add(f"log_interval_steps: {50 if tiny else 500}            # running loss terms to train_log.jsonl every N optimiser steps (0: off)")
     add("threshold_byloss: True            # drop utterances already better than `threshold` dB")
     add("threshold: -30")
     add("dynamic_mixing: False             # LibriMix-style on-the-fly remixing of the training set")

@@ -38,14 +38,16 @@ Modules are always called through ``self.modules`` so the DDP wrapper is used un
 ``threshold``, ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or
 null), ``speed_perturb_noise``, ``se_loss_weight``, ``se_loss_type`` (mse | neg_snr),
 ``gradient_modulation`` (none | projection), ``lambda_nce``, ``lr_scheduler``,
-``epoch_counter``, ``train_logger``, ``output_folder``.
+``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``.
 
 Health of each term: every epoch's training and validation statistics are logged with
 their reference values -- ``si-snr_input`` / ``noise_si-snr_input`` (the mixture used as the
 estimate), ``nce`` (unweighted InfoNCE, nats) with ``nce_chance`` (``ln K``, a query
 unrelated to every key), ``se_loss`` with ``se_identity`` (the SE loss of an enhancer that
 passes the mixture unchanged), ``gm_conflict_fraction`` and the applied ``lr`` -- in
-``train_log.txt`` and, one JSON object per epoch, in ``<output_folder>/train_log.jsonl``.
+``train_log.txt`` and, one JSON object per epoch, in ``<output_folder>/train_log.jsonl``;
+with ``log_interval_steps: N`` the running training statistics are also appended there every
+``N`` optimiser steps.
 
 With gradient modulation, every step's statistics (shared tensors, how many conflicted,
 the fraction, the mean cosine between g_SE and g_SS) are appended to
@@ -354,8 +356,25 @@ class SeparationBrain(sb.core.Brain):
         if should_step:
             self.optimizers_step()
             self._step_scheduler()
+            self._log_running_stats()
         self.on_fit_batch_end(batch, predictions, total, should_step)
         return total.detach().cpu()
+
+    def _log_running_stats(self):
+        """Every ``log_interval_steps`` optimiser steps, the epoch's running term statistics
+        go to ``train_log.jsonl`` (``{"optimizer_step", "epoch_step", "lr", "train_running"}``),
+        so a term that does not learn shows within the first epoch."""
+        interval = int(getattr(self.hparams, "log_interval_steps", 0) or 0)
+        if interval <= 0 or self.optimizer_step % interval != 0:
+            return
+        self._write_jsonl(
+            {
+                "optimizer_step": self.optimizer_step,
+                "epoch_step": self.step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_running": self._stage_stats(float("nan")),
+            }
+        )
 
     def _step_scheduler(self):
         """Per-step schedulers (``NoamScheduler`` etc.) update the optimizer themselves."""

@@ -19,9 +19,12 @@ Facts from the reference ``YUCHEN005/Unified-Enhance-Separation``,
 parameter tensor of ``Encoder`` and ``EnhanceNet``, on flattened tensors, test
 ``dot < 0``, no epsilon; ``weight_se: 0.1`` (``hparams/sepformer-libri2mix-unified-gm.yaml``);
 clipping (``clip_grad_norm: 5``) after the modulation. Its defects, avoided here: it
-stores ``params.grad.data`` and then calls ``optimizer.zero_grad()``, which with
-torch 1.x zeroes that same tensor in place, so the stored "SE gradient" aliases the SS
-gradient (``g_SE == g_SS``, never a conflict, the SE loss counted twice); here ``g_SE``
+stores ``params.grad.data`` and then calls ``optimizer.zero_grad()``, which under its
+pinned torch 1.8 zeroes that same tensor in place (``set_to_none=False``), so the stored
+"SE gradient" is lost (zeroed) and then aliases ``.grad`` while the SS backward
+accumulates into it: after it, ``g_SE == g_SS``, the dot product is positive (never a
+conflict), and the applied ``g_SS + g_SE`` is ``2 g_SS`` -- g_SE is dropped and g_SS
+doubled, so the published GM runs may have had no SE supervision at all. Here ``g_SE``
 comes from :func:`torch.autograd.grad`, a separate tensor. Its AMP branch drops
 ``weight_se``; here it is always applied.
 """

@@ -91,13 +91,14 @@ class PatchSampler(nn.Module):
         ``Conv2d(1, 1, kernel_size)`` with a ReLU between, a patch is one cell (a scalar)
         projected ``Linear(1, D) -> ReLU -> Linear(D, D)``; positions range over
         ``(N - 2(k-1)) * (L - 2(k-1))`` cells.
-        ``"frame"`` (CUT-style): two ``Conv1d(N, N, kernel_size)`` over time with a ReLU
-        between, a patch is one frame's ``N``-vector, normalised over its channels
-        (``layer_norm`` without parameters: the non-negative encoder features otherwise
-        share one dominant direction), projected ``Linear(N, D) -> ReLU -> Linear(D, D)``;
-        positions range over ``L - 2(k-1)`` frames.
+        ``"frame"`` (CUT-style, Park et al. 2020): a patch is one frame's ``N``-vector
+        of the map divided by the map's RMS, projected ``Linear(N, D) -> ReLU -> Linear(D,
+        D)``; positions range over all ``L`` frames. The RMS division matters: encoder
+        features are small (about 1e-2), so without it the head's biases dominate and every
+        patch projects to the same direction (measured cosine 0.998 between all patches,
+        loss at chance).
     kernel_size : int
-        Kernel of the two (unpadded) convolutions (reference 3).
+        ``"cell"`` only: kernel of the two (unpadded) convolutions (reference 3).
     eps : float
         Added to the L2 norm before dividing (reference 1e-7).
 
@@ -157,11 +158,7 @@ class PatchSampler(nn.Module):
             )
             feat_dim = 1
         else:
-            self.conv = nn.Sequential(
-                nn.Conv1d(self.in_channels, self.in_channels, self.kernel_size),
-                nn.ReLU(),
-                nn.Conv1d(self.in_channels, self.in_channels, self.kernel_size),
-            )
+            self.conv = None
             feat_dim = self.in_channels
         self.mlp = nn.Sequential(
             nn.Linear(feat_dim, self.proj_dim),
@@ -180,20 +177,23 @@ class PatchSampler(nn.Module):
         Returns
         -------
         int
-            Cells (``"cell"``) or frames (``"frame"``) left after the two convolutions.
+            Cells left after the two convolutions (``"cell"``) or frames (``"frame"``).
 
         Example
         -------
         >>> PatchSampler(16, num_patches=4, patch_layout="cell").num_positions(16, 50)
         552
         >>> PatchSampler(16, num_patches=4).num_positions(16, 50)
-        46
+        50
         """
-        shrink = 2 * (self.kernel_size - 1)
-        frames = num_frames - shrink
         if self.patch_layout == "frame":
-            return max(frames, 0)
-        return max(num_channels - shrink, 0) * max(frames, 0)
+            return max(num_frames, 0)
+        shrink = self._shrink()
+        return max(num_channels - shrink, 0) * max(num_frames - shrink, 0)
+
+    def _shrink(self):
+        """Frames (and channels) lost to the unpadded convolutions of the cell layout."""
+        return 2 * (self.kernel_size - 1) if self.patch_layout == "cell" else 0
 
     def sample_ids(
         self, batch_size, num_channels, num_frames, device=None, generator=None, num_valid_frames=None
@@ -224,20 +224,20 @@ class PatchSampler(nn.Module):
         >>> s.sample_ids(3, 16, 50).shape
         torch.Size([3, 4])
         >>> ids = s.sample_ids(2, 16, 50, num_valid_frames=torch.tensor([50, 10]))
-        >>> bool(ids[1].max() < 10 - 4)
+        >>> bool(ids[1].max() < 10)
         True
         """
         positions = self.num_positions(num_channels, num_frames)
         if positions < 1:
             raise ValueError(
                 f"PatchSampler: a map of {num_channels} channels x {num_frames} frames has "
-                f"no position left after two kernel-{self.kernel_size} convolutions; "
-                f"use longer inputs or a smaller kernel_size"
+                f"no patch position ({self.patch_layout!r} layout, kernel_size "
+                f"{self.kernel_size}); use longer inputs or a smaller kernel_size"
             )
         scores = torch.rand(batch_size, positions, device=device, generator=generator)
         k = min(self.num_patches, positions)
         if num_valid_frames is not None:
-            shrink = 2 * (self.kernel_size - 1)
+            shrink = self._shrink()
             valid = (num_valid_frames.to(device=scores.device, dtype=torch.long) - shrink).clamp(min=0)
             width = num_frames - shrink  # frame columns of the convolved map
             column = torch.arange(positions, device=scores.device) % width
@@ -321,13 +321,12 @@ class PatchSampler(nn.Module):
         if self.patch_layout == "cell":
             patches = self._cells(maps, ids)  # [B, K, 1]
         else:
-            grid = self.conv(maps).transpose(1, 2)  # [B, W, N]
+            # each map divided by its RMS: the head then sees features of order one, not
+            # ~1e-2 values that its biases would swamp (all patches -> one direction)
+            rms = maps.detach().pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+            grid = (maps / (rms + self.eps)).transpose(1, 2)  # [B, L, N]
             index = ids.unsqueeze(-1).expand(-1, -1, grid.shape[-1])
             patches = grid.gather(1, index)  # [B, K, N]
-            # encoder features are non-negative (ReLU): every frame shares a large common
-            # level that would make all patches point the same way; normalise each frame
-            # over its N channels (no affine parameters) before the projection
-            patches = nn.functional.layer_norm(patches, patches.shape[-1:])
         out = self.mlp(patches)
         return out / (out.norm(dim=-1, keepdim=True) + self.eps)
 
