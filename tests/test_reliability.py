@@ -254,7 +254,7 @@ def valid_si_snr_by_epoch(train_log):
     """Last logged validation SI-SNR of each epoch (the value its checkpoint was saved with)."""
     values = {}
     for line in pathlib.Path(train_log).read_text().splitlines():
-        m = re.match(r"epoch: (\d+),.*valid si-snr: (\S+)", line)
+        m = re.match(r"epoch: (\d+),.*valid si-snr: ([^,\s]+)", line)
         if m:
             values[int(m.group(1))] = float(m.group(2))
     return values

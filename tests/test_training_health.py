@@ -109,7 +109,7 @@ def test_unsupported_scheduler_fails_at_fit_start(tmp_path):
 
 
 def test_every_term_is_logged_with_its_reference_value(tmp_path):
-    hp = load_demo("sepformer-tiny-nass-unified-gm", tmp_path, **TINY, enhancer_num_blocks=1)
+    hp = load_demo("sepformer-tiny-nass-unified-gm", tmp_path, **TINY, enhancer_num_blocks=1, log_interval_steps=1)
     brain = make_brain(hp)
     brain.on_stage_start(sb.Stage.TRAIN, 1)
     brain.fit_batch(make_batch(seconds=0.5))
@@ -126,7 +126,9 @@ def test_every_term_is_logged_with_its_reference_value(tmp_path):
     brain.on_stage_start(sb.Stage.VALID, 1)
     brain.evaluate_batch(make_batch(seconds=0.5), sb.Stage.VALID)
     brain.on_stage_end(sb.Stage.VALID, 1.0, 1)
-    row = json.loads(open(os.path.join(hp["output_folder"], "train_log.jsonl")).readline())
+    step_row, row = [json.loads(line) for line in open(os.path.join(hp["output_folder"], "train_log.jsonl"))]
+    # every log_interval_steps optimiser steps: the running statistics of the epoch so far
+    assert step_row["optimizer_step"] == 1 and step_row["train_running"]["nce_chance"] == pytest.approx(math.log(16))
     assert row["train"]["nce_chance"] == pytest.approx(math.log(16)) and "lr" in row and "si-snr_input" in row["valid"]
 
 
