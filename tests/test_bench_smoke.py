@@ -246,3 +246,39 @@ def test_corpus_breadth_cross_table_from_finished_runs(tmp_path, capsys):
         cb.main(["--corpora", "broad=/a", "--config", "x", "--steps", "1", "--out", out])  # one corpus: nothing to compare
     with pytest.raises(ValueError, match="no utterance in common"):
         cb.paired_delta({"a": 1.0}, {"b": 2.0})
+
+
+# ----------------------------------------------------------------------------- bench/gpu_check.py
+gpu_check = _load("gpu_check")
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_2(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "nothing was measured" in err
+
+
+def test_gpu_check_help_documents_the_check(capsys):
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.parse_args(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("fp16", "bf16", "max_memory_allocated", "torchrun", "--tiny", "Exit status", "Fast-GeCo"):
+        assert word in text
+
+
+def test_gpu_check_code_path_on_cpu(tmp_path, capsys):
+    """--device cpu --tiny: the stacked NASS + unified-GM step, GeCo and Fast-GeCo rows under bf16."""
+    out = tmp_path / "table.md"
+    rc = gpu_check.main(["--device", "cpu", "--tiny", "--steps", "2", "--warmup", "0", "--precisions", "bf16",
+                         "--only", "sepformer-nass-unified-gm", "geco", "fast-geco", "--out", str(out)])
+    table = out.read_text()
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [[c.strip() for c in r] for r in rows if r[0].strip() != "config"]
+    assert [r[0] for r in rows] == ["sepformer-nass-unified-gm", "geco", "fast-geco"], table
+    assert all(r[1] == "bf16" and r[8] == "yes" for r in rows), table  # ran, finite
+    assert rc == (0 if all(r[9] == "yes" for r in rows) else 1)
+    assert table in capsys.readouterr().out + "\n"

@@ -334,7 +334,7 @@ class SeparationBrain(sb.core.Brain):
             self._record(losses, sb.Stage.TRAIN, batch)
             weight_se = getattr(self.hparams, "se_loss_weight", 0.1)
             total = losses["ss"] if losses["se"] is None else losses["ss"] + weight_se * losses["se"]
-            if not torch.isfinite(total):
+            if not self._finite_on_every_process(total):
                 self._skip_nonfinite(batch)
                 return total.detach().cpu()
             factor = self.grad_accumulation_factor
@@ -383,6 +383,35 @@ class SeparationBrain(sb.core.Brain):
             self.hparams.lr_scheduler(self.optimizer)
         elif kind == "step_count":
             self.hparams.lr_scheduler(self.optimizer, self.optimizer_step)
+
+    @staticmethod
+    def _finite_on_every_process(loss):
+        """Whether ``loss`` is finite on every process (one ``all_reduce`` under ``torchrun``).
+
+        Under DDP a batch is skipped on every rank when it is non-finite on any rank: a
+        rank that skipped its backward pass while the others ran theirs would leave DDP's
+        gradient all-reduce unmatched (gloo aborts with a collective mismatch; NCCL can hang).
+
+        Parameters
+        ----------
+        loss : torch.Tensor
+            Scalar loss of this process's batch.
+
+        Returns
+        -------
+        bool
+
+        Example
+        -------
+        >>> SeparationBrain._finite_on_every_process(torch.tensor(1.0))
+        True
+        >>> SeparationBrain._finite_on_every_process(torch.tensor(float("nan")))
+        False
+        """
+        finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+        if sb.utils.distributed.is_distributed_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite.item())
 
     def _log_gm_step(self, stats):
         """Append this step's modulation statistics to ``<output_folder>/gm_stats.csv``."""

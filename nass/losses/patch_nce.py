@@ -364,7 +364,8 @@ class PatchNCELoss(nn.Module):
     For utterance ``b`` and patch ``k`` the logits are
     ``[q_k . p_k, q_k . n_1, ..., q_k . n_K] / temperature`` with target index 0; the
     negatives are the noise patches *of the same utterance* (never of other utterances).
-    Computed in float32 whatever the input dtype (autocast-safe).
+    Computed in float32 whatever the input dtype, with autocast disabled inside (under
+    ``torch.autocast`` the dot products would otherwise run in fp16 / bf16).
 
     Parameters
     ----------
@@ -433,14 +434,17 @@ class PatchNCELoss(nn.Module):
             positive = positive.detach()
             negatives = negatives.detach()
         q, p, n = query.float(), positive.float(), negatives.float()
-        l_pos = (q * p).sum(dim=-1, keepdim=True)  # [B, K, 1]
-        l_neg = torch.bmm(q, n.transpose(1, 2))  # [B, K, K]
-        if self.exclude_same_position:
-            eye = torch.eye(l_neg.shape[1], dtype=torch.bool, device=l_neg.device)
-            l_neg = l_neg.masked_fill(eye, -math.inf)
-        logits = torch.cat([l_pos, l_neg], dim=-1) / self.temperature  # [B, K, 1+K]
-        loss = torch.logsumexp(logits, dim=-1) - logits[..., 0]
-        return loss.mean(dim=-1)
+        # autocast would run the bmm in fp16 / bf16 even on fp32 inputs: with unit vectors
+        # divided by tau = 0.07 the logits reach +-14.3, where bf16 keeps 2-3 digits
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            l_pos = (q * p).sum(dim=-1, keepdim=True)  # [B, K, 1]
+            l_neg = torch.bmm(q, n.transpose(1, 2))  # [B, K, K]
+            if self.exclude_same_position:
+                eye = torch.eye(l_neg.shape[1], dtype=torch.bool, device=l_neg.device)
+                l_neg = l_neg.masked_fill(eye, -math.inf)
+            logits = torch.cat([l_pos, l_neg], dim=-1) / self.temperature  # [B, K, 1+K]
+            loss = torch.logsumexp(logits, dim=-1) - logits[..., 0]
+            return loss.mean(dim=-1)
 
 
 def nce_chance_level(num_patches, exclude_same_position=True):
