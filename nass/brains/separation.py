@@ -453,18 +453,19 @@ class SeparationBrain(sb.core.Brain):
         stats["n"] += 1
         stats["si-snr"] += float(-losses["speakers"].detach().mean())
         with torch.no_grad():
-            mix = refs["mix"].detach()
-            sources = refs["sources"].detach()
+            # (outside autocast: references made under bf16 autocast come back in fp32)
+            mix = refs["mix"].detach().float()
+            sources = refs["sources"].detach().float()
             # the mixture as every speaker's estimate: the input score SI-SNRi is measured from
             mix_score = torch.stack([si_snr(mix, sources[..., j]) for j in range(sources.shape[-1])])
             stats["si-snr_input"] += float(mix_score.mean())
             if losses["noise"] is not None:
                 stats["noise_si-snr"] += float(-losses["noise"].detach().mean())
-                stats["noise_si-snr_input"] += float(si_snr(mix, refs["noise"].detach()).mean())
+                stats["noise_si-snr_input"] += float(si_snr(mix, refs["noise"].detach().float()).mean())
             if losses["se"] is not None:
                 stats["se"] += float(losses["se"].detach())
-                target_w = self._encode(refs["mix_clean"].detach())
-                stats["se_identity"] += float(self._se_loss(out.mix_w.detach(), target_w))
+                target_w = self._encode(refs["mix_clean"].detach().float())
+                stats["se_identity"] += float(self._se_loss(out.mix_w.detach().float(), target_w))
         if losses["nce"] is not None:
             stats["nce_n"] += 1
             stats["nce_weighted"] += float(losses["nce"].detach())
