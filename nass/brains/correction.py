@@ -168,11 +168,17 @@ class CorrectionBrain(sb.core.Brain):
         return mode
 
     def on_fit_start(self):
-        """Check the mode, create the EMA on the unwrapped module (registered in the
-        checkpoint), then SpeechBrain's start: DDP wrapping, optimiser, resume."""
+        """SpeechBrain's start (compile, DDP wrapping, optimiser, resume; ``Brain.on_fit_start``
+        of SpeechBrain 1.1.2), with the EMA created between wrapping and resuming: after
+        DDP has broadcast rank 0's weights (so every process averages the same ones) and
+        before the checkpoint that holds it is loaded."""
         self._mode()
+        self._compile()
+        self._wrap_distributed()
+        self.init_optimizers()
         self._ensure_ema()
-        super().on_fit_start()
+        if self.checkpointer is not None:
+            self.checkpointer.recover_if_possible()
 
     def _ensure_ema(self):
         if getattr(self, "ema", None) is not None:
