@@ -83,20 +83,25 @@ WORKER = textwrap.dedent(
         return loss
 
 
+    def digest(tensors):
+        return [hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest() for t in tensors]
+
+
     def recording_fit(self, *args, **kwargs):
         brains.append(self)
-        return fit(self, *args, **kwargs)
+        out = fit(self, *args, **kwargs)
+        # the state at the end of training (export then loads the best checkpoint)
+        self.recorded = dict(optimizer_step=self.optimizer_step, ema=digest(self.ema.shadow_params),
+                             params=digest(self._corrector().score_model.state_dict().values()))
+        return out
 
 
     bc.CorrectionBrain.fit_batch, bc.CorrectionBrain.fit = recording_fit_batch, recording_fit
     sys.addaudithook(audit)
     bc.run_correction(sys.argv[1:])
     brain = brains[0]
-    net = brain._corrector().score_model
-    digest = lambda ts: [hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest() for t in ts]
-    record = dict(rank=RANK, ids=ids, losses=losses, writes=writes, optimizer_step=brain.optimizer_step,
-                  params=digest(net.state_dict().values()), ema=digest(brain.ema.shadow_params),
-                  wrapped=type(brain.modules.corrector).__name__)
+    record = dict(rank=RANK, ids=ids, losses=losses, writes=writes, wrapped=type(brain.modules.corrector).__name__,
+                  exported=digest(brain._corrector().score_model.state_dict().values()), **brain.recorded)
     with open(os.path.join(RECORD, f"rank{RANK}.json"), "w") as f:
         json.dump(record, f)
     '''
@@ -158,6 +163,7 @@ def _check_ddp(ranks):
     assert r0["wrapped"] == r1["wrapped"] == "DistributedDataParallel"
     assert r0["params"] == r1["params"], "the ranks' weights differ"
     assert r0["ema"] == r1["ema"], "the ranks' moving averages differ"
+    assert r0["exported"] == r1["exported"], "the ranks loaded different best checkpoints"
     assert r0["ids"] and r1["ids"] and not set(r0["ids"]) & set(r1["ids"]), (r0["ids"], r1["ids"])
     assert r1["writes"] == [], f"rank 1 wrote files: {r1['writes'][:5]}"
     assert r0["writes"], "rank 0 wrote nothing (is the audit hook working?)"
