@@ -25,7 +25,9 @@ Usage::
         [--geco_steps 100] [--fast_steps 600] [--n_test 300] [--threads 1]
 
 Outputs go to ``--out`` (default ``results/bench_correction_quality``); the separator
-folder is only read.
+folder is only read. Calling it again with the same ``--out`` reuses the GeCo corrector
+and resumes Fast-GeCo from its last checkpoint (so ``--fast_steps 1200`` after a
+600-step call trains 600 more steps), then evaluates again.
 """
 
 import argparse
@@ -61,6 +63,10 @@ def main():
     parser.add_argument("--train_utterances", type=int, default=300, help="training mixtures turned into triplets")
     parser.add_argument("--geco_steps", type=int, default=100, help="GeCo optimiser steps (0: no GeCo stage)")
     parser.add_argument("--fast_steps", type=int, default=600, help="Fast-GeCo optimiser steps")
+    parser.add_argument("--fast_epoch_steps", type=int, default=150,
+                        help="Fast-GeCo steps per epoch (a validation and a checkpoint after each)")
+    parser.add_argument("--retrain_geco", action="store_true",
+                        help="train GeCo again even if --out already holds a GeCo corrector")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--crop_samples", type=int, default=8128,
                         help="training crop (samples; 8128 = 128 frames, 1.02 s; the reference: 16320)")
@@ -93,7 +99,11 @@ def main():
     ]
     timings = {}
     start = time.time()
-    if args.geco_steps > 0:
+    reuse = os.path.isfile(os.path.join(geco_out, "corrector", "corrector.json")) and not args.retrain_geco
+    if reuse:  # a second call (e.g. more Fast-GeCo steps: its run resumes from its checkpoint)
+        print(f"reusing the GeCo corrector in {geco_out} (--retrain_geco to train it again)")
+        init = f"GeCo {args.geco_steps} steps (lr {args.geco_lr}), from an earlier call" if args.geco_steps else "random"
+    elif args.geco_steps > 0:
         run_correction(
             [os.path.join(DEMO, "geco-tiny.yaml"), f"--output_folder={geco_out}", f"--lr={args.geco_lr}",
              f"--optimizer_step_limit={args.geco_steps}",
@@ -109,7 +119,7 @@ def main():
     run_correction(
         [os.path.join(DEMO, "fast-geco-tiny.yaml"), f"--output_folder={fast_out}", f"--geco_folder={geco_out}",
          f"--lr={args.fast_lr}", f"--optimizer_step_limit={args.fast_steps}",
-         f"--train_rows_per_epoch={max(args.fast_steps * args.batch_size // 4, args.batch_size)}"] + common
+         f"--train_rows_per_epoch={args.fast_epoch_steps * args.batch_size}"] + common
     )
     timings["Fast-GeCo training"] = time.time() - start
 
