@@ -22,7 +22,7 @@ Usage::
 
     .venv/bin/python bench/bench_correction_quality.py \
         --separator results/sep-tiny-noise --data_folder data/demo/Libri2Mix \
-        [--geco_steps 100] [--fast_steps 600] [--n_test 300] [--threads 1]
+        [--geco_steps 100] [--fast_steps 1200] [--n_test 300] [--threads 1]
 
 Outputs go to ``--out`` (default ``results/bench_correction_quality``); the separator
 folder is only read. Calling it again with the same ``--out`` reuses the GeCo corrector
@@ -62,7 +62,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "results/bench_correction_quality"))
     parser.add_argument("--train_utterances", type=int, default=300, help="training mixtures turned into triplets")
     parser.add_argument("--geco_steps", type=int, default=100, help="GeCo optimiser steps (0: no GeCo stage)")
-    parser.add_argument("--fast_steps", type=int, default=600, help="Fast-GeCo optimiser steps")
+    parser.add_argument("--fast_steps", type=int, default=1200, help="Fast-GeCo optimiser steps")
     parser.add_argument("--fast_epoch_steps", type=int, default=150,
                         help="Fast-GeCo steps per epoch (a validation and a checkpoint after each)")
     parser.add_argument("--retrain_geco", action="store_true",
