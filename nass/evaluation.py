@@ -406,7 +406,10 @@ def evaluate_with_correction(
     Writes
     ------
     ``<out_dir>/test_metrics.csv`` and ``examples/`` (separator alone);
-    ``<out_dir>/test_metrics_<mode>.csv`` and ``examples_<mode>/`` per correction mode.
+    ``<out_dir>/test_metrics_<mode>.csv`` and ``examples_<mode>/`` per correction mode;
+    ``<out_dir>/correction_summary.csv``: each mode's paired SI-SNRi difference to the
+    separator alone with its 95 % interval (printed, with a WARNING when worse;
+    :func:`nass.correction.report.correction_summary`).
 
     Example
     -------
@@ -431,4 +434,7 @@ def evaluate_with_correction(
             corrected.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{mode}.csv",
             examples_name=f"examples_{mode}", **common,
         )
+    from nass.correction.report import correction_summary  # paired delta to the identity, warnings
+
+    correction_summary(out_dir, {mode: f"test_metrics_{mode}.csv" for mode in modes})
     return results

@@ -449,3 +449,62 @@ def test_save_load_corrector_round_trip(tmp_path):
     torch.testing.assert_close(loaded.correct(y, y, generator=torch.Generator().manual_seed(0)), ref)
     with pytest.raises(ValueError, match="corrector.json"):
         load_corrector(str(tmp_path / "missing"))
+
+
+# ----------------------------------------------------------------- issue 16 item 5
+def _identity_sampler(sde, score_fn, y, m, **kwargs):
+    """A perfect "no change" corrector: the one-step output is the estimate itself."""
+    return y
+
+
+@pytest.mark.parametrize("length", [8000, 1000, 16321])
+def test_correct_keeps_the_last_samples(monkeypatch, length):
+    """Padding must not attenuate the tail: with an output spectrogram equal to the input,
+    correct() returns the input at every sample (the old frame padding: -3.2 dB at the
+    last sample of an 8000-sample signal, -1.2 dB 50 samples before)."""
+    import nass.correction.model as model_mod
+
+    monkeypatch.setattr(model_mod, "fast_geco_sample", _identity_sampler)
+    model = GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform())
+    y = torch.randn(2, length, generator=torch.Generator().manual_seed(0))
+    out = model.correct(y, 2 * y, mode="fast-geco")
+    assert out.shape == y.shape
+    err = (out - y).abs().max().item()
+    assert err < 1e-4 * y.abs().max().item(), err
+    assert model.waves_to_specs(y, y)[0].shape[-1] % model.frame_multiple == 0
+
+
+def test_correct_does_not_depend_on_the_mixture_level():
+    """The mixture is normalised by its own peak (as the reference's peak-1 files): a
+    quiet separator or a loud mixture gives the network the same input."""
+    model = micro_model(seed=0)
+    y = 0.01 * harmonic(2, 700, seed=1)  # a quiet separator
+    m = harmonic(2, 700, seed=2) + 100 * y
+    outs = [model.correct(y, g * m, generator=torch.Generator().manual_seed(0)) for g in (1.0, 10.0)]
+    torch.testing.assert_close(outs[0], outs[1])
+    Y, M, X, norm = model.waves_to_specs(y, 10 * m, y)
+    torch.testing.assert_close(norm, y.abs().amax(-1, keepdim=True))
+    recovered = model.spec_to_wave(M, 700)
+    torch.testing.assert_close(recovered.abs().amax(-1), torch.ones(2), atol=1e-4, rtol=0)
+
+
+def test_forward_is_the_training_loss():
+    """GeCoModel.forward computes the losses (what a DDP wrapper must see)."""
+    model = micro_model(seed=0)
+    x = harmonic(2, 1000, seed=1)
+    y, m = x + 0.1 * harmonic(2, 1000, seed=2), x + harmonic(2, 1000, seed=3)
+    for objective, method in (("dsm", model.dsm_loss_wave), ("fast-geco", model.fast_geco_loss)):
+        torch.manual_seed(0)
+        a = model(y, m, x, objective=objective)
+        torch.manual_seed(0)
+        torch.testing.assert_close(a, method(y, m, x))
+    with pytest.raises(ValueError, match="objective"):
+        model(y, m, x, objective="sgmse")
+
+
+def test_score_model_under_bf16_autocast_returns_a_complex_score():
+    net = ScoreModel.tiny()
+    x = torch.randn(1, 256, 16, dtype=torch.cfloat)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, torch.tensor([0.5]), x, x)
+    assert out.dtype == torch.cfloat and bool(torch.isfinite(torch.view_as_real(out)).all())

@@ -118,6 +118,65 @@ def test_crop_triplet_same_region_and_quiet_restart():
         assert crop_triplet(x, quiet, x, 10, rng)[0][0] == 0.0
 
 
+def test_quiet_separator_crops_start_anywhere_and_files_are_peak_normalised(tmp_path):
+    """The reference's 0.05 quiet-crop threshold presumes peak-1 files: with a quiet
+    separator (estimates peaking at 0.02) crops must still start anywhere, and the
+    dataset serves each file at peak 1 (old code: every crop restarted at 0)."""
+    from nass.dataio.audio import write_audio
+
+    rng = np.random.default_rng(0)
+    sig = rng.standard_normal(8000).astype("float32")
+    quiet = 0.02 * sig / np.abs(sig).max()
+    firsts = {float(crop_triplet(sig, quiet, sig, 1000, rng)[1][0]) for _ in range(10)}
+    assert len(firsts) > 1, "every crop of the quiet estimate restarted at sample 0"
+    paths = {}
+    for name, x in (("m", 0.3 * sig), ("e", quiet), ("r", 0.5 * sig)):
+        paths[name] = str(tmp_path / f"{name}.wav")
+        write_audio(paths[name], x, SR, subtype="FLOAT")
+    row = dict(ID="u_s1", duration=1.0, mix_wav=paths["m"], est_wav=paths["e"], ref_wav=paths["r"])
+    item = TripletDataset([row], SR, crop_samples=0)[0]
+    for key in ("mix", "est", "ref"):
+        assert float(item[key].abs().max()) == pytest.approx(1.0, abs=1e-6), key
+    raw = TripletDataset([row], SR, crop_samples=0, peak_normalise=False)[0]
+    assert float(raw["est"].abs().max()) == pytest.approx(0.02, rel=1e-4)
+
+
+def test_demo_fast_geco_learning_rate_moves_a_tiny_network(tmp_path):
+    """The demo Fast-GeCo YAML's optimiser improves a tiny network's one-step output
+    within 15 steps on one triplet (at the old 1e-5 it barely moves: issue 16)."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from nass.correction import save_corrector
+    from nass.losses.si_snr import si_snr
+
+    torch.manual_seed(0)
+    save_corrector(GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform()), str(tmp_path / "geco"))
+    with open(os.path.join(ROOT, "recipes/LibriMix/correction/hparams/demo/fast-geco-tiny.yaml")) as f:
+        hp = load_hyperpyyaml(f, {"geco_folder": str(tmp_path / "geco"), "separator_folder": "unused",
+                                  "output_folder": str(tmp_path / "out")})
+    model = hp["corrector"]
+    opt = hp["optimizer"](model.parameters())
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(4032) / SR
+    x = (torch.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * torch.sin(2 * np.pi * 3 * t))).unsqueeze(0)
+    y = x + 0.3 * torch.randn(x.shape, generator=g)
+    m = x + torch.randn(x.shape, generator=g)
+
+    def score():
+        out = model.correct(y, m, generator=torch.Generator().manual_seed(1))
+        return si_snr(out, x).item()
+
+    before = score()
+    model.train()
+    for _ in range(15):
+        loss = model(y, m, x, objective="fast-geco")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = score()
+    assert after > before + 5, (before, after)
+
+
 def _brain(tmp_path, corrector, mode, rows, lr):
     import speechbrain as sb
 
@@ -229,8 +288,14 @@ def test_recipe_yamls_load_and_the_recipe_runs(tmp_path, corpus, model_dir):
     common = [c for c in common if not c.startswith(("--output_folder", "--valid_steps"))]
     results = run_correction([fast_yaml] + common + ["--test_split=test", f"--output_folder={fast_out}", f"--geco_folder={out}",
                                                      f"--triplet_folder={out / 'triplets'}"])
-    assert set(results) == {"separator", "fast-geco"} and os.stat(triplets).st_mtime_ns == stamp
-    assert os.path.isfile(fast_out / "test" / "test_metrics_fast-geco.csv")
+    assert set(results) == {"separator", "init-one-step", "fast-geco", "summary"}
+    assert os.stat(triplets).st_mtime_ns == stamp
+    for name in ("test_metrics.csv", "test_metrics_init-one-step.csv", "test_metrics_fast-geco.csv",
+                 "correction_summary.csv"):
+        assert os.path.isfile(fast_out / "test" / name), name
+    names = [r["name"] for r in results["summary"]]
+    assert names == ["identity (estimate unchanged)", "one step before fine-tuning", "fast-geco"]
+    assert results["summary"][0]["delta"] == 0.0
     assert load_corrector(str(fast_out / "corrector")).reverse_start == 0.5
     for d in ("LibriMix", "Custom"):
         for name in ("geco.yaml", "fast-geco.yaml"):

@@ -12,8 +12,10 @@ weights are used for validation and exported.
 ``correction_mode: fast-geco`` (reference ``fastgeco/model.py``, ``train-fastgeco.py``):
 starts from a trained GeCo corrector (:func:`init_fast_geco`) and minimises the negative
 SI-SNR of the one-step estimate from ``t = 0.5``
-(:meth:`nass.correction.GeCoModel.fast_geco_loss`), lr 1e-5 (reference argparse default;
-its ``add_para`` lists 5e-5).
+(:meth:`nass.correction.GeCoModel.fast_geco_loss`), lr 1e-5 at the reference size
+(reference argparse default; its ``add_para`` lists 5e-5). The demo (tiny) YAMLs use
+1e-3: at 1e-5 a tiny network barely moves in a CPU budget (issue 16: 80 steps,
+-17.2 -> -15.5 dB).
 
 Validation (the averaged weights, fixed random seed, whole dev utterances):
 
@@ -31,15 +33,25 @@ which :func:`nass.correction.load_corrector` and ``nass-separate --corrector`` r
 YAML keys read here: ``correction_mode`` (geco | fast-geco), ``ema_decay``,
 ``valid_steps``, ``valid_si_snr_utterances``, ``valid_seed``, ``train_logger``,
 ``epoch_counter``; modules: ``corrector`` (a :class:`nass.correction.GeCoModel`).
-Single process only: the losses call the score network inside ``GeCoModel`` methods,
-which would bypass a DDP wrapper, so a ``torchrun`` launch is refused.
+
+Several processes (``torchrun --nproc_per_node=N train.py ... --distributed_backend=gloo``
+or ``nccl``): SpeechBrain wraps ``modules.corrector`` in ``DistributedDataParallel``; the
+losses are computed by calling the *wrapper* (``GeCoModel.forward(y, m, x, objective)``
+runs every score evaluation that is back-propagated), so gradients are averaged across
+processes; the EMA, sampling and export use the unwrapped module (``.module``). Training
+rows are split by SpeechBrain's ``DistributedSampler``; validation runs on every process
+(same rows, same seed, hence the same best checkpoint); the triplet cache, logs,
+checkpoints, the exported corrector and the test evaluation are written by rank 0 only
+(``run_on_main`` / ``if_main_process``; the others wait at a barrier).
 """
 
+import copy
 import logging
 import os
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only, run_on_main
 
 from nass.correction.ema import ExponentialMovingAverage
 from nass.correction.model import MODES, load_corrector, save_corrector
@@ -156,15 +168,17 @@ class CorrectionBrain(sb.core.Brain):
         return mode
 
     def on_fit_start(self):
-        """Check the mode, create the EMA (registered in the checkpoint), then resume."""
+        """SpeechBrain's start (compile, DDP wrapping, optimiser, resume; ``Brain.on_fit_start``
+        of SpeechBrain 1.1.2), with the EMA created between wrapping and resuming: after
+        DDP has broadcast rank 0's weights (so every process averages the same ones) and
+        before the checkpoint that holds it is loaded."""
         self._mode()
-        if self.distributed_launch:
-            raise ValueError(
-                "CorrectionBrain runs in one process (its losses call the score network inside "
-                "GeCoModel, which a DDP wrapper would not see); start train.py with python, not torchrun"
-            )
+        self._compile()
+        self._wrap_distributed()
+        self.init_optimizers()
         self._ensure_ema()
-        super().on_fit_start()
+        if self.checkpointer is not None:
+            self.checkpointer.recover_if_possible()
 
     def _ensure_ema(self):
         if getattr(self, "ema", None) is not None:
@@ -185,11 +199,9 @@ class CorrectionBrain(sb.core.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """DSM loss (geco) or ``-SI-SNR`` of the one-step estimate (fast-geco)."""
         est, mix, ref = predictions
-        corrector = self._corrector()
-        if self._mode() == "geco":
-            loss = corrector.dsm_loss_wave(est, mix, ref)
-        else:
-            loss = corrector.fast_geco_loss(est, mix, ref)
+        # through the (possibly DDP-wrapped) module: its forward computes the loss
+        objective = "dsm" if self._mode() == "geco" else "fast-geco"
+        loss = self.modules.corrector(est, mix, ref, objective=objective)
         if stage != sb.Stage.TRAIN:
             self._record_valid(loss, est, mix, ref)
         return loss
@@ -276,15 +288,20 @@ class CorrectionBrain(sb.core.Brain):
         -------
         str
             ``folder``.
+
+        Under DDP every process loads the checkpoint, rank 0 writes, the others wait.
         """
         self._ensure_ema()
         if self.checkpointer is not None:
             self.checkpointer.recover_if_possible(max_key="si-snr")
-        save_corrector(self._corrector(), folder, ema=self.ema)
-        logger.info("exported the corrector to %s", folder)
+        if if_main_process():
+            save_corrector(self._corrector(), folder, ema=self.ema)
+            logger.info("exported the corrector to %s", folder)
+        ddp_barrier()
         return folder
 
 
+@main_process_only
 def _save_ema(ema, path):
     torch.save(ema.state_dict(), path)
 
@@ -305,8 +322,6 @@ def build_correction_data(hparams):
     (dict, dict)
         ``{split: manifest_csv}`` and ``{"train": rows, "valid": rows}``.
     """
-    from speechbrain.utils.distributed import run_on_main
-
     from nass.correction.data import build_triplets, read_triplets
     from nass.training import prepare_manifests
 
@@ -325,15 +340,79 @@ def build_correction_data(hparams):
     return manifests, rows
 
 
+#: Table of the corrector the run started from (GeCo weights for Fast-GeCo), one step.
+INITIAL_ONE_STEP = "init-one-step"
+
+
+def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, corrector, modes,
+                        initial=None, correction_steps=30, device="cpu", num_workers=2, save_examples=5,
+                        pesq_estoi=True, max_utterances=None, seed=0):
+    """Score the separator alone (identity), the starting corrector's one step, and the trained corrector.
+
+    Tables (``out_dir``): ``test_metrics.csv`` (identity: the estimate unchanged),
+    ``test_metrics_init-one-step.csv`` (``initial`` in Fast-GeCo mode: the one-step
+    result before fine-tuning), ``test_metrics_<mode>.csv`` per mode, and
+    ``correction_summary.csv``: the paired difference of each with the identity and its
+    95 % interval (:func:`nass.correction.report.correction_summary`, which prints a
+    ``WARNING`` when a corrector makes the estimates worse).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The separator.
+    sample_rate, num_spks : int
+    manifest_csv, out_dir : str
+    corrector : nass.correction.GeCoModel
+        The trained (exported) corrector.
+    modes : list of str
+        ``fast-geco`` and / or ``geco``.
+    initial : nass.correction.GeCoModel, optional
+        The corrector before training (the GeCo init for Fast-GeCo).
+    correction_steps, device, num_workers, save_examples, pesq_estoi, max_utterances, seed
+        As :func:`nass.evaluation.evaluate_with_correction`.
+
+    Returns
+    -------
+    dict
+        ``{"separator": means, "init-one-step": means, "<mode>": means, "summary": rows}``.
+    """
+    from nass.correction.report import IDENTITY, correction_summary
+    from nass.evaluation import evaluate_manifest
+    from nass.inference import Separator
+
+    common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
+                  save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances)
+    print(f"{IDENTITY}: the separator alone")
+    plain = Separator(model, sample_rate, chunk_seconds=0, device=device)
+    results = {"separator": evaluate_manifest(plain.separate_batch, manifest_csv, out_dir, **common)}
+    runs = ([(INITIAL_ONE_STEP, initial, "fast-geco")] if initial is not None else []) + [
+        (mode, corrector, mode) for mode in modes]
+    tables = {}
+    for name, corr, mode in runs:
+        sep = Separator(model, sample_rate, chunk_seconds=0, device=device, corrector=corr.to(device).eval(),
+                        correction_mode=mode, correction_steps=correction_steps)
+        torch.manual_seed(seed)
+        label = ("one step of the corrector before training (fine-tuning)" if name == INITIAL_ONE_STEP
+                 else f"after {mode} correction" + (f" (N={correction_steps})" if mode == "geco" else " (one step)"))
+        print(label)
+        results[name] = evaluate_manifest(sep.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{name}.csv",
+                                          examples_name=f"examples_{name}", **common)
+        tables["one step before fine-tuning" if name == INITIAL_ONE_STEP else name] = f"test_metrics_{name}.csv"
+    results["summary"] = correction_summary(out_dir, tables)
+    return results
+
+
 def run_correction(argv=None):
     """Train GeCo or Fast-GeCo on a separator's triplets, export it, evaluate before/after.
 
-    Steps: parse ``train.py hparams.yaml --key=value``; check the output folder; prepare
-    the manifests; build the triplets (:func:`nass.correction.data.build_triplets`);
-    :class:`CorrectionBrain` ``fit`` (resumes from the last checkpoint); export the best
-    (averaged) weights to ``<output_folder>/corrector``; on the test split score the
-    separator alone (``test/test_metrics.csv``) and corrected
-    (``test/test_metrics_<mode>.csv``) with SI-SNR(i), SDR(i), PESQ-NB and ESTOI.
+    Steps: parse ``train.py hparams.yaml --key=value``; DDP set-up under ``torchrun``;
+    check the output folder; prepare the manifests; build the triplets
+    (:func:`nass.correction.data.build_triplets`, rank 0); :class:`CorrectionBrain`
+    ``fit`` (resumes from the last checkpoint); export the best (averaged) weights to
+    ``<output_folder>/corrector`` (rank 0); on the test split (rank 0)
+    :func:`evaluate_correction`: the separator alone (identity), one step of the
+    corrector the run started from, and the trained corrector, with SI-SNR(i), SDR(i),
+    PESQ-NB and ESTOI and the paired difference to the identity.
 
     Parameters
     ----------
@@ -343,18 +422,19 @@ def run_correction(argv=None):
     Returns
     -------
     dict or None
-        ``{"separator": means, "<mode>": means}`` or None with ``test_split: null``.
+        :func:`evaluate_correction`'s dict on rank 0; None with ``test_split: null`` and
+        on the other processes.
     """
     import sys
 
     from nass.correction.data import TripletDataset
-    from nass.evaluation import evaluate_with_correction
     from nass.inference import load_separator
     from nass.training import check_writable, load_hparams
 
     argv = sys.argv[1:] if argv is None else argv
     hparams_file, run_opts, overrides, hparams = load_hparams(argv)
-    check_writable(hparams["output_folder"])
+    sb.utils.distributed.ddp_init_group(run_opts)
+    run_on_main(check_writable, args=[hparams["output_folder"]])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -364,6 +444,9 @@ def run_correction(argv=None):
                            random_crop=True, epoch_size=hparams.get("train_rows_per_epoch"), seed=seed)
     valid = TripletDataset(rows["valid"], hparams["sample_rate"], crop_samples=hparams.get("valid_crop_samples"),
                            random_crop=False, seed=seed)
+    # the weights the run starts from (before any checkpoint is recovered): the
+    # "one step before fine-tuning" row of the evaluation
+    initial = copy.deepcopy(hparams["corrector"]).cpu() if hparams.get("test_split") else None
     brain = CorrectionBrain(
         modules={"corrector": hparams["corrector"]},
         opt_class=hparams["optimizer"],
@@ -379,15 +462,15 @@ def run_correction(argv=None):
     )
     corrector_folder = os.path.join(hparams["output_folder"], "corrector")
     brain.export(corrector_folder)
-    if not hparams.get("test_split"):
+    if not hparams.get("test_split") or not if_main_process():
         return None
     device = brain.device
     model, sep_hparams = load_separator(hparams["separator_folder"], device=device)
     corrector = load_corrector(corrector_folder, device=device)
     modes = hparams.get("eval_correction_modes") or [hparams["correction_mode"]]
-    return evaluate_with_correction(
+    return evaluate_correction(
         model, int(sep_hparams["sample_rate"]), hparams["num_spks"], manifests[hparams["test_split"]],
-        os.path.join(hparams["output_folder"], "test"), corrector=corrector, correction_mode=modes,
+        os.path.join(hparams["output_folder"], "test"), corrector, modes, initial=initial,
         correction_steps=hparams.get("eval_steps", 30), device=device,
         num_workers=hparams.get("eval_num_workers", 2), save_examples=hparams.get("n_audio_to_save", 5),
         pesq_estoi=hparams.get("eval_pesq_estoi", True), max_utterances=hparams.get("test_max_utterances"),

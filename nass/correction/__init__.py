@@ -10,6 +10,7 @@ Interspeech 2024, arXiv 2406.07461 (reference code ``WangHelin1997/Fast-GeCo``).
 * :mod:`.ema` -- ``ExponentialMovingAverage``
 * :mod:`.model` -- ``GeCoModel`` (DSM loss, Fast-GeCo loss, ``correct``),
   ``save_corrector`` / ``load_corrector`` (a folder: ``corrector.json`` + ``corrector.ckpt``)
+* :mod:`.report` -- ``correction_summary`` (paired comparison with the identity row, warnings)
 * :mod:`.data` -- ``build_triplets`` (separator outputs paired with references, cached),
   ``read_triplets``, ``TripletDataset`` (training crops); training:
   :class:`nass.brains.correction.CorrectionBrain`, recipes ``recipes/*/correction/``

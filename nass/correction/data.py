@@ -26,8 +26,13 @@ atomically (:func:`nass.dataio.audio.atomic_write`), the CSV and JSON last.
 
 :class:`TripletDataset` serves random crops of the same region of mixture, estimate
 and reference (reference ``Specs.__getitem__``: ``(num_frames - 1) * hop_length`` =
-255 * 64 = 16320 samples at 8 kHz, a random start, start 0 when the estimate's crop is
-quieter than 0.05 peak, symmetric zero padding of shorter files).
+255 * 64 = 16320 samples at 8 kHz, a random start, start 0 when the estimate's crop
+peaks below 0.05, symmetric zero padding of shorter files). Each file is first divided
+by its own peak: the reference's files are written so by SpeechBrain's separation
+recipe (``save_audio``: ``signal / signal.abs().max()`` for every estimate, source and
+mixture), which its 0.05 quiet-crop threshold presumes. Applied to raw levels, that
+absolute threshold sends every crop of a quiet separator (estimates peaking below
+0.05) to the start of the file; here it is relative to the estimate file's peak.
 """
 
 import csv
@@ -323,8 +328,9 @@ def crop_triplet(mix, est, ref, length, rng=None, quiet_peak=QUIET_PEAK):
     rng : numpy.random.Generator, optional
         Random start; ``None`` takes the centre (the reference's validation crop).
     quiet_peak : float
-        When the estimate's crop peaks below this, the crop starts at 0 instead
-        (reference ``Specs``: ``if y[start:start+L].abs().max() < 0.05: start = 0``).
+        When the estimate's crop peaks below this fraction of the estimate's whole-file
+        peak, the crop starts at 0 instead (reference ``Specs``: ``if
+        y[start:start+L].abs().max() < 0.05: start = 0`` on files with peak 1).
 
     Returns
     -------
@@ -348,9 +354,15 @@ def crop_triplet(mix, est, ref, length, rng=None, quiet_peak=QUIET_PEAK):
         widths = (pad // 2, pad - pad // 2)
         return tuple(np.pad(x, widths) for x in (mix, est, ref))
     start = int(rng.integers(0, n - length + 1)) if rng is not None else (n - length) // 2
-    if np.abs(est[start:start + length]).max() < quiet_peak:
+    if np.abs(est[start:start + length]).max() < quiet_peak * np.abs(est).max():
         start = 0
     return tuple(x[start:start + length] for x in (mix, est, ref))
+
+
+def _peak_normalised(x):
+    """``x / max|x|`` (``x`` unchanged when silent)."""
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    return x / peak if peak > 0 else x
 
 
 class TripletDataset(torch.utils.data.Dataset):
@@ -374,6 +386,9 @@ class TripletDataset(torch.utils.data.Dataset):
         visits a different part of a fixed random order (:meth:`set_epoch`).
     seed : int
         Seeds the crops and the epoch order (reproducible for a given epoch).
+    peak_normalise : bool
+        Divide each file (mixture, estimate, reference) by its own peak before cropping,
+        as the reference's files are (default True; see the module docstring).
 
     Example
     -------
@@ -384,12 +399,12 @@ class TripletDataset(torch.utils.data.Dataset):
     >>> row = dict(ID="u_s1", duration=0.0125, mix_wav=os.path.join(d, "m.wav"),
     ...            est_wav=os.path.join(d, "e.wav"), ref_wav=os.path.join(d, "r.wav"))
     >>> ds = TripletDataset([row], 8000, crop_samples=64)
-    >>> ds[0]["est"].shape, len(ds)
-    (torch.Size([64]), 1)
+    >>> ds[0]["est"].shape, len(ds), float(ds[0]["est"].max())
+    (torch.Size([64]), 1, 1.0)
     """
 
     def __init__(self, rows, sample_rate, crop_samples=REFERENCE_CROP, random_crop=True, epoch_size=None,
-                 seed=0):
+                 seed=0, peak_normalise=True):
         if not rows:
             raise TripletError("TripletDataset: no rows; build the triplets of a non-empty split first")
         self.rows = list(rows)
@@ -398,6 +413,7 @@ class TripletDataset(torch.utils.data.Dataset):
         self.random_crop = bool(random_crop)
         self.epoch_size = int(epoch_size) if epoch_size else len(self.rows)
         self.seed = int(seed)
+        self.peak_normalise = bool(peak_normalise)
         self.epoch = 0
 
     def set_epoch(self, epoch):
@@ -416,6 +432,8 @@ class TripletDataset(torch.utils.data.Dataset):
     def __getitem__(self, index):
         row = self.rows[self._row_index(index)]
         mix, est, ref = (read_audio(row[c], sample_rate=self.sample_rate)[0] for c in ("mix_wav", "est_wav", "ref_wav"))
+        if self.peak_normalise:
+            mix, est, ref = (_peak_normalised(x) for x in (mix, est, ref))
         if self.crop_samples:
             rng = np.random.default_rng([self.seed, self.epoch, index]) if self.random_crop else None
             mix, est, ref = crop_triplet(mix, est, ref, self.crop_samples, rng)

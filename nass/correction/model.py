@@ -7,17 +7,26 @@ Interspeech 2024, arXiv 2406.07461; reference ``WangHelin1997/Fast-GeCo``
 
 Pipeline for one separated source ``y`` (``[batch, time]``) of a mixture ``m``:
 
-1. peak normalisation by the estimate: ``a = max |y|`` per utterance; ``y, m`` (and
-   the clean target in training) are divided by ``a``; the output is multiplied back
-   (reference: ``normfac = y.abs().max()``, ``normalize="noisy"``). A silent estimate
-   (``a = 0``) uses the mixture's peak instead.
-2. compressed complex STFT (:class:`~nass.correction.transforms.SpecTransform`), frames
-   zero-padded on the right to a multiple of ``2 ** (levels - 1)`` (reference
-   ``pad_spec``, 64).
+1. peak normalisation: ``a = max |y|`` per utterance; ``y`` (and the clean target in
+   training) are divided by ``a``, the mixture by its own peak; the output is multiplied
+   back by ``a`` (reference: ``normfac = y.abs().max()``, ``normalize="noisy"``, applied
+   to files that SpeechBrain's separation recipe wrote peak-normalised one by one, so the
+   mixture the reference network sees has peak 1 whatever the separator's gain). A
+   silent estimate (``a = 0``) uses the mixture's peak instead.
+2. the waveforms are zero-padded on the right so that their centred STFT has a multiple
+   of ``2 ** (levels - 1)`` frames (the reference pads the *spectrogram* with zero
+   frames, ``pad_spec``, 64), then the compressed complex STFT
+   (:class:`~nass.correction.transforms.SpecTransform`) is taken. Padding the waveform
+   keeps every frame the STFT of a real signal; zero frames appended to a spectrogram
+   are not, and inverting them with the rest divides the last samples by a window
+   envelope that the zero frames enlarge (measured on an 8000-sample signal, 128
+   frames: -1.2 dB at 50 samples from the end, -3.2 dB at the last sample, nothing
+   beyond about 190 samples; ``tests/test_correction.py``).
 3. GeCo: predictor-corrector sampling (:func:`~nass.correction.samplers.pc_sample`,
    N = 30, snr 0.5, one corrector step); Fast-GeCo: one reverse step from ``t = 0.5``
    (:func:`~nass.correction.samplers.fast_geco_sample`).
-4. inverse transform, cut to the input length, undo the normalisation.
+4. inverse transform of the whole padded length, then the padding is cut off, then the
+   normalisation is undone.
 
 Losses:
 
@@ -106,8 +115,40 @@ class GeCoModel(torch.nn.Module):
         self.fast_steps = int(fast_steps)
         self.frame_multiple = int(frame_multiple)
 
-    # score ----------------------------------------------------------------------------
-    def forward(self, x, t, y, m):
+    # training entry point --------------------------------------------------------------
+    def forward(self, y_wave, m_wave, target_wave, objective="dsm"):
+        """A training loss from waveforms: what a training loop (and a DDP wrapper) calls.
+
+        Every score evaluation that a loss back-propagates through runs inside this
+        ``forward``, so ``DistributedDataParallel(GeCoModel)`` sees it and
+        synchronises the gradients (a loss method called on the wrapped module would
+        bypass the wrapper; ``DESIGN.md``).
+
+        Parameters
+        ----------
+        y_wave, m_wave, target_wave : torch.Tensor
+            Estimate, mixture and clean source ``[batch, time]``.
+        objective : str
+            ``"dsm"`` (GeCo, :meth:`dsm_loss_wave`) or ``"fast-geco"``
+            (:meth:`fast_geco_loss`).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss.
+
+        Raises
+        ------
+        ValueError
+            On an unknown objective or bad waveforms.
+        """
+        if objective == "dsm":
+            return self.dsm_loss_wave(y_wave, m_wave, target_wave)
+        if objective == "fast-geco":
+            return self.fast_geco_loss(y_wave, m_wave, target_wave)
+        raise ValueError(f"GeCoModel.forward: objective must be 'dsm' or 'fast-geco', got {objective!r}")
+
+    def score(self, x, t, y, m):
         """The score ``s(x, t, y, m)`` (delegates to ``score_model``)."""
         return self.score_model(x, t, y, m)
 
@@ -135,12 +176,71 @@ class GeCoModel(torch.nn.Module):
             raise ValueError(f"GeCoModel: need at least 2 samples, got {shape[-1]}")
 
     def pad_frames(self, spec):
-        """Zero-pad ``[batch, F, frames]`` on the right to a multiple of ``frame_multiple``."""
+        """Zero-pad ``[batch, F, frames]`` on the right to a multiple of ``frame_multiple``.
+
+        For spectrograms that do not come from a waveform (tests); waveforms are padded
+        in the time domain instead (:meth:`padded_length`).
+        """
         extra = (-spec.shape[-1]) % self.frame_multiple
         return torch.nn.functional.pad(spec, (0, extra)) if extra else spec
 
+    def padded_length(self, length):
+        """Shortest length ``>= length`` (samples) whose STFT has a multiple of ``frame_multiple`` frames.
+
+        A centred STFT of ``L`` samples has ``L // hop + 1`` frames; the result is
+        ``max(length, (k * frame_multiple - 1) * hop)`` with the smallest such ``k``.
+
+        Example
+        -------
+        >>> from nass.correction import BBEDSDE, ScoreModel, SpecTransform
+        >>> model = GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform())  # 4 x 64-sample hops
+        >>> model.padded_length(16320), model.padded_length(16321), model.padded_length(8000)
+        (16320, 16321, 8128)
+        """
+        hop, mult = self.transform.hop_length, self.frame_multiple
+        frames = int(length) // hop + 1
+        k = -(-frames // mult)
+        return max(int(length), (k * mult - 1) * hop)
+
+    def _to_spec(self, wave):
+        extra = self.padded_length(wave.shape[-1]) - wave.shape[-1]
+        if extra:
+            wave = torch.nn.functional.pad(wave, (0, extra))
+        return self.transform.stft(wave)
+
+    def spec_to_wave(self, spec, length):
+        """Invert a (padded) spectrogram of :meth:`waves_to_specs` to ``length`` samples.
+
+        The whole padded length is inverted, then the padding is cut off (so no frame
+        is dropped and none is inverted that is not the STFT of a signal).
+
+        Parameters
+        ----------
+        spec : torch.Tensor
+            Complex ``[batch, F, frames]`` with ``frames`` the STFT frames of
+            ``padded_length(length)`` samples.
+        length : int
+            Samples of the unpadded signal.
+
+        Returns
+        -------
+        torch.Tensor
+            Real ``[batch, length]`` (normalised scale).
+        """
+        return self.transform.istft(spec, self.padded_length(length))[..., : int(length)]
+
+    @staticmethod
+    def _peak(wave, fallback=None):
+        peak = wave.abs().amax(dim=-1, keepdim=True)
+        if fallback is not None:
+            peak = torch.where(peak > 0, peak, fallback)
+        return torch.where(peak > 0, peak, torch.ones_like(peak))
+
     def waves_to_specs(self, y_wave, m_wave, target_wave=None):
-        """Normalise by the estimate's peak, transform and pad.
+        """Peak-normalise, pad (time domain) and transform.
+
+        ``y`` and the target are divided by the estimate's peak, the mixture by its own
+        peak (see the module docstring).
 
         Parameters
         ----------
@@ -153,7 +253,8 @@ class GeCoModel(torch.nn.Module):
         -------
         tuple
             ``(Y, M, X, norm)``: complex ``[batch, F, frames]`` (``X`` is ``None``
-            without a target) and the normalisation factors ``[batch, 1]``.
+            without a target; ``frames`` a multiple of ``frame_multiple``) and the
+            estimate's normalisation factors ``[batch, 1]``.
 
         Raises
         ------
@@ -161,15 +262,13 @@ class GeCoModel(torch.nn.Module):
             On shapes other than one common ``[batch, time]`` or non-finite samples.
         """
         self._check_waves(y_wave=y_wave, m_wave=m_wave, target_wave=target_wave)
-        peak = y_wave.abs().amax(dim=-1, keepdim=True)
-        peak_m = m_wave.abs().amax(dim=-1, keepdim=True)
-        norm = torch.where(peak > 0, peak, peak_m)
-        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
-        Y = self.pad_frames(self.transform.stft(y_wave / norm))
-        M = self.pad_frames(self.transform.stft(m_wave / norm))
+        peak_m = self._peak(m_wave)
+        norm = self._peak(y_wave, fallback=peak_m)
+        Y = self._to_spec(y_wave / norm)
+        M = self._to_spec(m_wave / peak_m)
         X = None
         if target_wave is not None:
-            X = self.pad_frames(self.transform.stft(target_wave / norm))
+            X = self._to_spec(target_wave / norm)
         return Y, M, X, norm
 
     # losses ---------------------------------------------------------------------------
@@ -245,7 +344,7 @@ class GeCoModel(torch.nn.Module):
             self.sde, self.score_model, Y, M, t_start=self.reverse_start,
             num_steps=self.fast_steps, z=z, generator=generator,
         )
-        est = self.transform.istft(x0_hat, y_wave.shape[-1])
+        est = self.spec_to_wave(x0_hat, y_wave.shape[-1])
         return neg_si_snr(est, target_wave).mean()
 
     # inference ------------------------------------------------------------------------
@@ -296,7 +395,7 @@ class GeCoModel(torch.nn.Module):
                 self.sde, self.score_model, Y, M, t_start=self.reverse_start,
                 num_steps=self.fast_steps, generator=generator,
             )
-        return self.transform.istft(x0_hat, y_wave.shape[-1]) * norm
+        return self.spec_to_wave(x0_hat, y_wave.shape[-1]) * norm
 
 
 CONFIG_NAME = "corrector.json"

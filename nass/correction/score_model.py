@@ -208,5 +208,7 @@ class ScoreModel(torch.nn.Module):
             (x.real, x.imag, y.real, y.imag, m.real, m.imag), dim=1
         )  # [B, 6, F, L]
         out = self.unet(inp, t).sample  # divided by t inside (fourier embedding)
-        out = out.permute(0, 2, 3, 1).contiguous()
+        # under autocast (bf16 / fp16) the U-Net returns half precision, which has no
+        # complex dtype: the score is returned in the input's precision
+        out = out.to(x.real.dtype).permute(0, 2, 3, 1).contiguous()
         return -torch.view_as_complex(out)
