@@ -13,16 +13,9 @@ import speechbrain as sb
 import torch
 
 from nass.losses.patch_nce import PatchNCELoss
+from test_ddp import FAMILIES  # method family -> demo YAML, one list for both
 from test_separation import load_demo, make_batch, make_brain
 
-FAMILIES = {
-    "baseline": "convtasnet-tiny",
-    "noise-output": "dprnn-tiny-noise",
-    "nass": "sepformer-tiny-nass",
-    "unified": "dprnn-tiny-unified",
-    "unified-gm": "sepformer-tiny-unified-gm",
-    "nass-unified-gm": "dprnn-tiny-nass-unified-gm",
-}
 TINY = {"N_encoder_out": 16}
 NCE_TINY = {"num_patches": 16, "nce_proj_dim": 16}
 
