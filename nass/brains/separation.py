@@ -12,7 +12,8 @@ One :class:`speechbrain.core.Brain` subclass covers every combination the YAML e
   (:mod:`nass.losses.gradient_modulation`). ``se_loss_type: mse`` is the paper's
   ``sum((enhanced_w - Encoder(mix_clean))^2)`` (per utterance); it grows with the square of
   the encoder's scale while the SI-SNR separation loss is blind to it, so part of its
-  gradient only shrinks the encoder (measured cos(g_SE, W_encoder) = 0.47).
+  gradient only shrinks the encoder (cos(g_SE, W_encoder) = +0.50 on demo batches,
+  ``bench/unified_se_gradients.py``).
   ``se_loss_type: neg_snr`` is the scale-invariant alternative: the negative SNR (dB) of
   ``enhanced_w`` against ``Encoder(mix_clean)``, ``10 log10(||e - t||^2 / ||t||^2)``,
   whose gradient is orthogonal to a bias-free encoder's weights.
@@ -223,7 +224,8 @@ class SeparationBrain(sb.core.Brain):
             (per-utterance negative PIT SI-SNR ``[B]``), ``noise`` (per-utterance negative
             SI-SNR of the noise ``[B]`` or None), ``nce`` (weighted PatchNCE term, scalar, or
             None), ``nce_stats`` (see :func:`nass.losses.patch_nce.nass_contrastive_loss`),
-            ``perm`` ``[B, num_spks]``, ``refs`` (the references used).
+            ``se_identity`` (the SE loss of ``mix_w`` itself, no gradient, or None), ``perm``
+            ``[B, num_spks]``, ``refs`` (the references used).
         """
         out, refs = predictions
         hp = self.hparams
@@ -245,23 +247,26 @@ class SeparationBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN and self._use_nce():
             nce, nce_stats = self._patch_nce(out, refs, perm)
             ss = ss + nce
-        se = None
+        se = se_identity = None
         if out.enhanced_w is not None:
             # Hu et al.: the enhanced representation against the encoder output of the clean
             # mixture; gradients of the target's encoding flow into the shared encoder as in
             # the reference
-            se = self._se_loss(out.enhanced_w, self._encode(refs["mix_clean"]))
+            target_w = self._encode(refs["mix_clean"])
+            se = self._se_loss(out.enhanced_w, target_w)
+            with torch.no_grad():  # reference value: an enhancer that changes nothing
+                se_identity = self._se_loss(out.mix_w.detach().float(), target_w.detach().float())
         return {
             "ss": ss,
             "separation": separation.mean(),
             "se": se,
+            "se_identity": se_identity,
             "speakers": spk_loss,
             "noise": noise_loss,
             "nce": nce,
             "nce_stats": nce_stats,
             "perm": perm,
             "refs": refs,
-            "out": out,
         }
 
     def _se_loss(self, enhanced_w, target_w):
@@ -449,7 +454,7 @@ class SeparationBrain(sb.core.Brain):
     def _record(self, losses, stage, batch):
         """Accumulate each term and its reference value (see the module docstring)."""
         stats = self._stats
-        refs, out = losses["refs"], losses["out"]
+        refs = losses["refs"]
         stats["n"] += 1
         stats["si-snr"] += float(-losses["speakers"].detach().mean())
         with torch.no_grad():
@@ -464,8 +469,7 @@ class SeparationBrain(sb.core.Brain):
                 stats["noise_si-snr_input"] += float(si_snr(mix, refs["noise"].detach().float()).mean())
             if losses["se"] is not None:
                 stats["se"] += float(losses["se"].detach())
-                target_w = self._encode(refs["mix_clean"].detach().float())
-                stats["se_identity"] += float(self._se_loss(out.mix_w.detach().float(), target_w))
+                stats["se_identity"] += float(losses["se_identity"])
         if losses["nce"] is not None:
             stats["nce_n"] += 1
             stats["nce_weighted"] += float(losses["nce"].detach())
@@ -481,7 +485,6 @@ class SeparationBrain(sb.core.Brain):
         self._stats = {"n": 0, "nce_n": 0, "nce": 0.0, "nce_chance": 0.0, "nce_weighted": 0.0}
         self._stats.update({k: 0.0 for k in keys})
         self._gm_stats = []
-        self._stage_lr = self.optimizer.param_groups[0]["lr"] if getattr(self, "optimizer", None) else None
 
     def _stage_stats(self, stage_loss):
         st = self._stats
@@ -545,8 +548,6 @@ class SeparationBrain(sb.core.Brain):
             return
         if stage == sb.Stage.VALID:
             lr, next_lr = self._apply_epoch_scheduler(epoch, stats["loss"])
-            if self._stage_lr is not None and getattr(self, "_scheduler_kind", None) not in ("step", "step_count"):
-                lr = self._stage_lr  # (equal unless something else changed it mid-epoch)
             meta = {"epoch": epoch, "lr": lr, "next_lr": next_lr, "optimizer_step": self.optimizer_step}
             train_stats = getattr(self, "train_stats", None)
             if getattr(self.hparams, "train_logger", None) is not None:
