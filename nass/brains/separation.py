@@ -85,6 +85,16 @@ def scheduler_kind(scheduler):
     ``"epoch"`` (epoch end, returns the next rate), ``"step"`` / ``"step_count"`` (after
     every optimiser step, updates the optimizer itself) or None (no scheduler).
 
+    Parameters
+    ----------
+    scheduler : object or None
+        The YAML's ``lr_scheduler``; told apart by the arguments of its ``__call__``
+        (``speechbrain.nnet.schedulers``, SpeechBrain 1.1.2).
+
+    Returns
+    -------
+    str or None
+
     Raises
     ------
     ValueError
