@@ -225,3 +225,43 @@ def test_noise_branch_reads_the_chosen_representation(noise_input, tmp_path):
     assert torch.allclose(out.masked_reps[0], out.enhanced_w * masks[0], atol=1e-6)
     with pytest.raises(ValueError, match="noise_input"):
         type(sep)(sep.encoder, sep.masknet, sep.decoder, 2, "extra_output", sep.enhancer, noise_input="x")
+
+
+# ----------------------------------------------------------------------------- precision: auto, step budget
+def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    import nass.training as training
+
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert training.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert training.resolve_precision("auto", "cpu") == "fp32"
+    assert training.resolve_precision("fp16", "cpu") == "fp16"  # explicit values are kept
+    with pytest.raises(ValueError, match="auto"):
+        training.resolve_precision("fp64", "cpu")
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, "bf16"), (False, "fp32")])
+def test_precision_auto_is_accepted_on_the_command_line_and_in_the_yaml(has_bf16, expected, tmp_path, monkeypatch):
+    import nass.training as training
+
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: has_bf16)
+    yaml_file = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo", "dprnn-tiny-noise.yaml")
+    base = [yaml_file, f"--output_folder={tmp_path / 'o'}", "--data_folder=/nonexistent"]
+    _, run_opts, _, _ = training.load_hparams(base + ["--precision=auto"])  # SpeechBrain's parser refuses 'auto'
+    assert run_opts.precision == expected
+    _, _, _, hparams = training.load_hparams(base)  # the demo YAML says precision: auto
+    assert hparams["precision"] == expected
+
+
+def test_command_line_step_limit_reaches_the_yaml_schedule(tmp_path):
+    from nass.training import load_hparams
+
+    yaml_file = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo", "dprnn-tiny-noise.yaml")
+    _, run_opts, _, hparams = load_hparams(
+        [yaml_file, f"--output_folder={tmp_path / 'o'}", "--optimizer_step_limit=37", "--lr=0.002"]
+    )
+    assert run_opts.optimizer_step_limit == 37
+    assert hparams["optimizer_step_limit"] == 37 and hparams["lr"] == 0.002
+    sched = hparams["lr_scheduler"]
+    assert sched.num_training_steps == 37  # the linear decay ends with the budget
+    assert sched.calculate_lr(37) == 0.0 and max(sched.calculate_lr(s) for s in range(38)) == pytest.approx(0.002)
