@@ -80,6 +80,15 @@ TINY = {
     "dprnn": dict(N_encoder_out=64, hidden_channels=32, num_blocks=2, K=100),
     "convtasnet": dict(N_encoder_out=64, B=32, H=64, P=3, X=4, R=1),
 }
+# Tiny models train for a fixed step budget with warm-up + linear decay (issue 21's
+# learning curves); peak rates measured on the demo corpus (bench/learning_curve.py)
+TINY_STEPS = 2400
+TINY_LR = {"sepformer": 0.001, "dprnn": 0.003, "convtasnet": 0.001}
+TINY_LR_NOTE = {
+    "sepformer": "not tuned",
+    "dprnn": "3e-3 learnt faster than 1e-3 on the demo corpus",
+    "convtasnet": "not tuned",
+}
 FULL_N = {"sepformer": 256, "dprnn": 256, "convtasnet": 512}
 TINY_ENHANCER = {
     "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=1, nhead=4, d_ffn=128, K=100),
@@ -153,10 +162,11 @@ def render(ds_key, model, method):
     if tiny:
         add("N_epochs: 20")
         add("batch_size: 4")
-        add("lr: 0.001                         # tiny model, short CPU budget")
+        add(f"lr: {TINY_LR[model]}                         # peak of the warm-up + linear decay below ({TINY_LR_NOTE[model]})")
         add("training_signal_len: 24000        # samples: 3 s random crops")
         add("valid_signal_len: 0               # whole utterances")
-        add("optimizer_step_limit: null        # set e.g. --optimizer_step_limit=2000 for a fixed budget")
+        add("valid_max_utterances: 100         # validate on 100 dev mixtures spread over the split (null: all)")
+        add(f"optimizer_step_limit: {TINY_STEPS}         # the budget; the schedule decays to 0 here (--optimizer_step_limit=N moves both)")
     else:
         if m["front"]:
             add("N_epochs: 120                     # GM paper and reference yaml: 120 epochs")
@@ -169,8 +179,12 @@ def render(ds_key, model, method):
         else:
             add("training_signal_len: 32000       # samples: 4 s random crops at 8 kHz (NASS paper)")
         add("valid_signal_len: 0")
+        add("valid_max_utterances: null        # validate on every dev mixture (the papers)")
     add("max_grad_norm: 5                  # gradient clipping (SpeechBrain SepFormer recipe)")
-    add("precision: fp32                   # fp32 | fp16 | bf16 (GM paper: fp32)")
+    if tiny:
+        add("precision: auto                   # auto: bf16 on CPUs with AVX512-BF16/AMX and bf16 GPUs, else fp32 (logged)")
+    else:
+        add("precision: fp32                   # fp32 | fp16 | bf16 | auto (GM paper: fp32)")
     add("nonfinite_patience: 3             # batches with NaN/Inf loss skipped per epoch before stopping")
     add("ckpt_interval_minutes: 0          # > 0 also saves mid-epoch checkpoints")
     add(f"log_interval_steps: {50 if tiny else 500}            # running loss terms to train_log.jsonl every N optimiser steps (0: off)")
@@ -265,15 +279,21 @@ def render(ds_key, model, method):
     add("    lr: !ref <lr>")
     add("    weight_decay: 0")
     add("")
-    add("lr_scheduler: !new:speechbrain.nnet.schedulers.ReduceLROnPlateau  # SepFormer LibriMix recipe")
-    add("    factor: 0.5")
-    add("    patience: 2")
-    if nass_family and not tiny:
-        add("    dont_halve_until_epoch: 50    # NASS reference yaml")
-    elif tiny:
-        add("    dont_halve_until_epoch: 5     # tiny CPU runs are short")
+    if tiny:
+        add("# short CPU budgets: linear warm-up to <lr>, then linear decay to 0 at the step budget")
+        add("# (bench/learning_curve.py, docs/results.md 'Learning curves'); updated after every step")
+        add("lr_scheduler: !new:speechbrain.nnet.schedulers.LinearWarmupScheduler")
+        add("    initial_value: !ref <lr>")
+        add("    num_warmup_steps: !ref <optimizer_step_limit> // 20   # 5 % of the budget")
+        add("    num_training_steps: !ref <optimizer_step_limit>")
     else:
-        add("    dont_halve_until_epoch: 5     # SpeechBrain LibriMix / GM reference yaml")
+        add("lr_scheduler: !new:speechbrain.nnet.schedulers.ReduceLROnPlateau  # SepFormer LibriMix recipe")
+        add("    factor: 0.5")
+        add("    patience: 2")
+        if nass_family:
+            add("    dont_halve_until_epoch: 50    # NASS reference yaml")
+        else:
+            add("    dont_halve_until_epoch: 5     # SpeechBrain LibriMix / GM reference yaml")
     add("")
     add("epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter")
     add("    limit: !ref <N_epochs>")
