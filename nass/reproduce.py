@@ -412,7 +412,14 @@ class Plan:
 
 
 def data_folder_for(plan, row):
-    """The data folder a row reads (``--tiny``: the demo folder for every row)."""
+    """The data folder a row reads (``--tiny``: the demo folder for every row).
+
+    Example
+    -------
+    >>> plan = Plan("out", {"libri2mix": "/d/demo", "wham": "/d/wham"}, tiny=True)
+    >>> data_folder_for(plan, find_row("nass/wham/sepformer-nass"))
+    '/d/demo'
+    """
     return plan.data_folders.get("libri2mix" if plan.tiny else row.data, "")
 
 
@@ -436,11 +443,15 @@ def missing_data(plan, row, rows=ROWS):
     if plan.tiny and row.data == "libri3mix":
         return "tiny: the demo corpus has 2 speakers; a Libri3Mix row needs a 3-speaker corpus"
     folder = data_folder_for(plan, row)
-    option = "--demo_folder" if plan.tiny else f"--{row.data}"
-    name = "the demo corpus (python tools/build_demo_corpus.py --out data/demo)" if plan.tiny else \
-        {"libri2mix": "Libri2Mix", "libri3mix": "Libri3Mix", "wham": "wham"}[row.data]
+    if plan.tiny:
+        option = "--demo_folder"
+        fix = "build the demo corpus with python tools/build_demo_corpus.py --out data/demo, or pass --demo_folder DIR"
+    else:
+        option = f"--{row.data}"
+        name = {"libri2mix": "Libri2Mix", "libri3mix": "Libri3Mix", "wham": "wham"}[row.data]
+        fix = f"pass {option} DIR or --data_root DIR holding {name}"
     if not folder or not os.path.isdir(folder):
-        return f"data folder {folder or '(none given)'} absent (pass {option} DIR or --data_root DIR holding {name})"
+        return f"data folder {folder or '(none given)'} absent ({fix})"
     if plan.tiny:
         splits = TINY_SPLITS
     else:
@@ -541,8 +552,21 @@ def summarise(rows, plan, statuses):
     Returns
     -------
     list of dict
-        Keys ``key, paper, table, system, dataset, setup, recipe, yaml, seeds, seeds_done``, per
-        metric ``<m>_published, <m>_mean, <m>_std, <m>_diff``, and ``status, source, note``.
+        Keys ``key, paper, table, system, dataset, setup, recipe, yaml, seeds, seeds_done, wall_s``,
+        per metric ``<m>_published, <m>_mean, <m>_std, <m>_diff`` (dB), and ``status, source, note``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> plan = Plan(tempfile.mkdtemp(), {}, seeds=(1, 2))
+    >>> row = find_row("gm/libri2mix/sepformer-unified-gm")
+    >>> for seed, v in ((1, 15.0), (2, 16.0)):
+    ...     os.makedirs(os.path.join(plan.run_folder(row, seed), "test"))
+    ...     _ = open(os.path.join(plan.run_folder(row, seed), row.metrics_csv), "w").write(
+    ...         f"ID,si-snr_i,sdr_i\\nmean,{v},{v}\\n")
+    >>> (rec,) = summarise([row], plan, {})
+    >>> rec["si-snr_i_published"], rec["si-snr_i_mean"], rec["si-snr_i_diff"], rec["status"]
+    (16.0, 15.5, -0.5, 'done')
     """
     out = []
     for row in rows:
@@ -641,7 +665,36 @@ CSV_COLUMNS = (["key", "paper", "table", "system", "dataset", "setup", "recipe",
 
 
 def write_reports(records, env, plan, command, wall_s):
-    """Write ``<out_root>/reproduction.md`` and ``.csv`` (temporary names, then renamed); their paths."""
+    """Write ``<out_root>/reproduction.md`` and ``.csv`` (temporary names, then renamed).
+
+    Parameters
+    ----------
+    records : list of dict
+        :func:`summarise`'s output.
+    env : dict
+        :func:`environment`'s output.
+    plan : Plan
+    command : str
+        The command line shown in the report.
+    wall_s : float
+        Wall time of the invocation, seconds.
+
+    Returns
+    -------
+    tuple of str
+        Paths of the Markdown and CSV files.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> plan = Plan(tempfile.mkdtemp(), {})
+    >>> recs = summarise([find_row("gm/libri2mix/sepformer")], plan, {})
+    >>> md, cs = write_reports(recs, {}, plan, "nass-reproduce", 0.0)
+    >>> sorted(os.listdir(plan.out_root))
+    ['reproduction.csv', 'reproduction.md']
+    >>> open(cs).readline().split(",")[:3]
+    ['key', 'paper', 'table']
+    """
     md = os.path.join(plan.out_root, "reproduction.md")
     cs = os.path.join(plan.out_root, "reproduction.csv")
     with atomic_write(md) as tmp:
@@ -719,6 +772,18 @@ def make_tiny_corpus(src, dst, n=TINY_UTTERANCES, splits=TINY_SPLITS):
     ------
     ReproduceError
         A split of ``src`` is absent or has no ``mix_both`` files.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> from nass.dataio.audio import write_audio
+    >>> src = tempfile.mkdtemp()
+    >>> for i in range(3):
+    ...     for part in ("mix_both", "s1"):
+    ...         write_audio(os.path.join(src, "wav8k", "min", "dev", part, f"u{i}.wav"), np.zeros(80, "float32"), 8000)
+    >>> dst = make_tiny_corpus(src, os.path.join(src, "sub"), n=2, splits=("dev",))
+    >>> sorted(os.listdir(os.path.join(dst, "wav8k", "min", "dev", "s1")))
+    ['u0.wav', 'u1.wav']
     """
     for split in splits:
         base = os.path.join(src, "wav8k", "min", split)
@@ -742,13 +807,21 @@ def make_tiny_corpus(src, dst, n=TINY_UTTERANCES, splits=TINY_SPLITS):
 
 
 def subprocess_runner(cmd, log_path):
-    """Run ``cmd`` from the repository root, output to ``log_path``; its return code."""
+    """Run ``cmd`` from the repository root, its output appended to ``log_path``; its return code.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> log = os.path.join(tempfile.mkdtemp(), "logs", "a.log")
+    >>> subprocess_runner([sys.executable, "-c", "print('hi')"], log), open(log).read()
+    (0, 'hi\\n')
+    """
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
-def reproduce(rows, plan, runner=subprocess_runner, dry_run=False, echo=print):
+def reproduce(rows, plan, runner=subprocess_runner, echo=print):
     """Train what is missing, evaluate, and return ``(statuses, commands)``.
 
     A run is reused when its test table has a ``mean`` row; else its command is launched
@@ -762,8 +835,6 @@ def reproduce(rows, plan, runner=subprocess_runner, dry_run=False, echo=print):
     plan : Plan
     runner : callable
         ``runner(cmd, log_path) -> return code``.
-    dry_run : bool
-        Only collect the commands.
     echo : callable
         Receives one line per decision.
 
@@ -772,11 +843,19 @@ def reproduce(rows, plan, runner=subprocess_runner, dry_run=False, echo=print):
     statuses : dict
         ``{row key: status}`` for rows skipped or failed (others are read from disk).
     commands : list of list of str
-        Every distinct command, in order (all of them with ``dry_run``).
+        The commands launched, in order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> plan = Plan(tempfile.mkdtemp(), {"libri3mix": "/nonexistent"})
+    >>> statuses, commands = reproduce([find_row("gm/libri3mix/sepformer")], plan, echo=lambda line: None)
+    >>> statuses["gm/libri3mix/sepformer"][:36], commands
+    ('skipped: data folder /nonexistent ab', [])
     """
     statuses, commands, done_runs, failed = {}, [], {}, set()
     for row in rows:
-        why = None if dry_run else missing_data(plan, row, rows)
+        why = missing_data(plan, row, rows)
         if why:
             statuses[row.key] = f"skipped: {why}"
             echo(f"skip {row.key}: {why}")
@@ -792,9 +871,6 @@ def reproduce(rows, plan, runner=subprocess_runner, dry_run=False, echo=print):
             cmd = plan.command(row, seed, rows)
             if folder in done_runs:
                 rc = done_runs[folder]
-            elif dry_run:
-                commands.append(cmd)
-                rc = done_runs[folder] = 0
             elif read_mean_row(os.path.join(folder, row.metrics_csv)) is not None:
                 echo(f"reuse {folder}")
                 rc = done_runs[folder] = 0
@@ -844,7 +920,13 @@ def format_list(rows=ROWS):
 
 
 def build_parser():
-    """The command-line options of ``nass-reproduce`` / ``tools/reproduce.py``."""
+    """The command-line options of ``nass-reproduce`` / ``tools/reproduce.py``.
+
+    Example
+    -------
+    >>> build_parser().parse_args(["--tiny", "--seeds", "1", "2"]).seeds
+    [1, 2]
+    """
     p = argparse.ArgumentParser(
         prog="nass-reproduce",
         description="Reproduce the NASS, unified SE+SS (GM) and GeCo / Fast-GeCo papers' table rows: train what is "
@@ -869,7 +951,14 @@ def build_parser():
 
 
 def make_plan(args):
-    """The :class:`Plan` of parsed options (``--tiny`` builds the demo subset unless dry-running)."""
+    """The :class:`Plan` of parsed options (``--tiny`` builds the demo subset unless listing or dry-running).
+
+    Example
+    -------
+    >>> plan = make_plan(build_parser().parse_args(["--data_root", "/data", "--wham", "/w"]))
+    >>> plan.data_folders["libri3mix"], plan.data_folders["wham"]
+    ('/data/Libri3Mix', '/w')
+    """
     out = os.path.abspath(args.out or os.path.join("results", "reproduce-tiny" if args.tiny else "reproduce"))
     folders = {k: os.path.abspath(getattr(args, k) or os.path.join(args.data_root, name))
                for k, name in (("libri2mix", "Libri2Mix"), ("libri3mix", "Libri3Mix"), ("wham", "wham"))}
