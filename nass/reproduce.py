@@ -546,8 +546,8 @@ def summarise(rows, plan, statuses):
     rows : list of Row
     plan : Plan
     statuses : dict
-        ``{row key: status text}`` (``"skipped: ..."``, ``"failed: ..."``); rows absent are
-        read from their run folders.
+        ``{row key: status text}`` (``"skipped: ..."``, ``"not run: ..."``, ``"failed: ..."``);
+        skipped and not-run rows get no values, the others are read from their run folders.
 
     Returns
     -------
@@ -572,7 +572,9 @@ def summarise(rows, plan, statuses):
     for row in rows:
         seeds = plan.row_seeds(row)
         per_seed, wall = [], 0.0
-        for seed in seeds:
+        status = statuses.get(row.key)
+        # a skipped row has no result of its own, even where a row sharing its run has one
+        for seed in (() if status and status.startswith(("skipped", "not run")) else seeds):
             folder = plan.run_folder(row, seed)
             means = read_mean_row(os.path.join(folder, row.metrics_csv))
             if means is not None:
@@ -589,7 +591,6 @@ def summarise(rows, plan, statuses):
             rec[f"{m}_published"] = pub
             rec[f"{m}_mean"], rec[f"{m}_std"] = mean, std
             rec[f"{m}_diff"] = mean - pub if pub is not None and math.isfinite(mean) else float("nan")
-        status = statuses.get(row.key)
         if status is None:
             status = "done" if len(per_seed) == len(seeds) else f"{len(per_seed)} of {len(seeds)} seeds done"
         rec["status"] = (TINY_NOTE + "; " if plan.tiny else "") + status
