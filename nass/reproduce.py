@@ -986,6 +986,7 @@ def main(argv=None, runner=subprocess_runner):
     Example
     -------
     >>> main(["--dry-run", "--rows", "nass/wham/sepformer-nass", "--data_root", "/data"])  # doctest: +ELLIPSIS
+    # single process; --nproc_per_node N prints the same runs as torchrun --nproc_per_node=N commands
     # nass/wham/sepformer-nass seed 1234
     ... recipes/WHAM/separation/train.py recipes/WHAM/separation/hparams/sepformer-nass.yaml --data_folder=/data/wham ...
     0
@@ -999,6 +1000,8 @@ def main(argv=None, runner=subprocess_runner):
             return 0
         plan = make_plan(args)
         if args.dry_run:
+            if plan.nproc_per_node == 1:
+                print("# single process; --nproc_per_node N prints the same runs as torchrun --nproc_per_node=N commands")
             for row in rows:
                 for seed in plan.row_seeds(row):
                     print(f"# {row.key} seed {seed}")

@@ -25,7 +25,11 @@ REQUIRED += [("geco", "libri2mix", s) for s in ("SepFormer", "SepFormer + GeCo",
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(monkeypatch):
+    """One torch thread, and no `pip freeze` per in-process run (as tests/test_reliability.py)."""
+    import speechbrain.utils.logger
+
+    monkeypatch.setattr(speechbrain.utils.logger, "get_environment_description", lambda: "(skipped in tests)\n")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -112,7 +116,7 @@ def test_dry_run_prints_every_row_and_seed_single_and_torchrun(capsys, tmp_path)
 # ----------------------------------------------------------------------------- every command, one step
 # shrink the paper-size models (only N_encoder_out is a top-level size key of the full YAMLs) and
 # stop after one optimiser step; the correction's reference NCSN++ is replaced by a tiny one
-ONE_STEP = dict(N_encoder_out=16, optimizer_step_limit=1, N_epochs=1, training_signal_len=2000, test_split="null")
+ONE_STEP = dict(N_encoder_out=8, optimizer_step_limit=1, N_epochs=1, training_signal_len=2000, test_split="null")
 ONE_STEP_CORRECTION = dict(crop_samples=2048, batch_size=2, valid_utterances=1, optimizer_step_limit=1, N_epochs=1,
                            test_split="null", dataloader_opts="{batch_size: 2, num_workers: 0, shuffle: True, "
                                                               "drop_last: True}")
@@ -124,7 +128,7 @@ def test_every_dry_run_command_starts_its_recipe_for_one_step(tmp_path):
     kw = dict(n_per_split=1, seconds=0.25)
     folders = {
         "libri2mix": write_librimix_tree(str(tmp_path / "Libri2Mix"), splits=("train-100", "train-360", "dev", "test"),
-                                         n_per_split=2, seconds=0.25),
+                                         **kw),
         "libri3mix": write_librimix_tree(str(tmp_path / "Libri3Mix"), splits=("train-360", "dev", "test"), num_spks=3,
                                          **kw),
         "wham": write_librimix_tree(str(tmp_path / "wham"), splits=("tr", "cv", "tt"), **kw),
