@@ -965,10 +965,10 @@ def make_plan(args):
                for k, name in (("libri2mix", "Libri2Mix"), ("libri3mix", "Libri3Mix"), ("wham", "wham"))}
     if args.tiny:
         demo = os.path.abspath(args.demo_folder)
-        folders = dict.fromkeys(folders, demo)
+        subset = os.path.join(out, "tiny-data", "Libri2Mix")  # what the tiny runs read (printed by --dry-run too)
+        folders = dict.fromkeys(folders, subset if args.dry_run or os.path.isdir(demo) else demo)
         if not args.dry_run and not args.list and os.path.isdir(demo):
-            folders = dict.fromkeys(folders, make_tiny_corpus(demo, os.path.join(out, "tiny-data", "Libri2Mix"),
-                                                              n=args.tiny_utterances))
+            make_tiny_corpus(demo, subset, n=args.tiny_utterances)
     return Plan(out_root=out, data_folders=folders, tiny=args.tiny, seeds=tuple(args.seeds or ()) or None,
                 nproc_per_node=args.nproc_per_node)
 
