@@ -60,6 +60,7 @@ import inspect
 import json
 import logging
 import os
+import time
 
 import speechbrain as sb
 import torch
@@ -143,6 +144,7 @@ class SeparationBrain(sb.core.Brain):
         """Check the method options against the model before the first step."""
         self._check_config()
         super().on_fit_start()
+        self._fit_start_time = time.time()
 
     def _check_config(self):
         hp = self.hparams
@@ -537,10 +539,15 @@ class SeparationBrain(sb.core.Brain):
         return current, new
 
     def _write_jsonl(self, record):
-        """Append one epoch's statistics to ``<output_folder>/train_log.jsonl`` (main process)."""
+        """Append one record to ``<output_folder>/train_log.jsonl`` (main process), with
+        ``train_seconds``: wall seconds since this session's first epoch began (validation
+        included; a resumed run starts again from 0)."""
         folder = getattr(self.hparams, "output_folder", None)
         if folder is None or not sb.utils.distributed.if_main_process():
             return
+        start = getattr(self, "_fit_start_time", None)
+        if start is not None:
+            record = {**record, "train_seconds": round(time.time() - start, 2)}
         path = os.path.join(folder, "train_log.jsonl")
         clean = json.loads(json.dumps(record, default=float), parse_constant=lambda c: None)
         with open(path, "a", encoding="utf-8") as f:
