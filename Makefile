@@ -7,13 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := $(shell grep -v '^\s*\#' tools/demo_packages.txt | awk '{print $$1}') chromium
-DEMO_STEPS ?= 400
+DEMO_STEPS ?=
 
 .PHONY: demo test venv debs corpus clean-demo
 
-## demo: build the demo corpus, train the tiny noise-aware SepFormer on the CPU, evaluate, print results
+## demo: build the demo corpus, train the tiny noise-aware DPRNN on the CPU, evaluate, print results
 demo: venv debs
-	$(PY) tools/run_demo.py --steps $(DEMO_STEPS)
+	$(PY) tools/run_demo.py $(if $(DEMO_STEPS),--steps $(DEMO_STEPS))
 
 ## test: the whole test suite (unit, integration, recipe smoke tests, doctests)
 test: venv debs
