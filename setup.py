@@ -34,6 +34,7 @@ setup(
         "console_scripts": [
             "nass-separate=nass.cli:separate_main",
             "nass-evaluate=nass.cli:evaluate_main",
+            "nass-export=nass.cli:export_main",
         ]
     },
 )

@@ -63,7 +63,7 @@ DELETING_PREFIX = ".deleting-"
 #: Meta key holding ``{file name: {"bytes": int, "crc32": int}}``.
 FILES_KEY = "files"
 
-__all__ = ["AtomicCheckpointer", "CheckpointLoadError", "weights_only_torch_load", "file_crc32"]
+__all__ = ["AtomicCheckpointer", "CheckpointLoadError", "weights_only_torch_load", "file_crc32", "verify_file"]
 
 
 class CheckpointLoadError(ValueError):
@@ -98,6 +98,54 @@ def file_crc32(path, block=1 << 20):
         for chunk in iter(lambda: f.read(block), b""):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def verify_file(path, expected, checkpoint_dir, data=None):
+    """Check one checkpoint file against the ``bytes`` and ``crc32`` recorded in its ``CKPT.yaml``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    expected : dict
+        ``{"bytes": int, "crc32": int}`` (an entry of the meta key ``files``).
+    checkpoint_dir : str or pathlib.Path
+        Its checkpoint folder (named in the fix).
+    data : bytes, optional
+        The file's contents already read (checked instead of reading the file again, so
+        that what is verified is exactly what is loaded).
+
+    Raises
+    ------
+    CheckpointLoadError
+        Missing, truncated or altered file (named).
+
+    Example
+    -------
+    >>> import os, tempfile, zlib
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.ckpt")
+    >>> _ = open(p, "wb").write(b"abc")
+    >>> verify_file(p, {"bytes": 3, "crc32": zlib.crc32(b"abc")}, os.path.dirname(p))
+    >>> verify_file(p, {"bytes": 3, "crc32": 0}, "CKPT+x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nass.checkpoints.CheckpointLoadError: .../x.ckpt: contents differ from when it was saved (CRC-32 mismatch)...
+    """
+    path = pathlib.Path(path)
+    if data is None and not path.is_file():
+        raise CheckpointLoadError(f"{path}: missing from its checkpoint. Delete or move away {checkpoint_dir}.")
+    size = len(data) if data is not None else path.stat().st_size
+    if size != expected["bytes"]:
+        raise CheckpointLoadError(
+            f"{path}: size {size} bytes, {expected['bytes']} when saved: the file is truncated or "
+            f"damaged. Delete or move away {checkpoint_dir}."
+        )
+    crc = zlib.crc32(data) if data is not None else file_crc32(path)
+    if crc != expected["crc32"]:
+        raise CheckpointLoadError(
+            f"{path}: contents differ from when it was saved (CRC-32 mismatch): the file is "
+            f"damaged. Delete or move away {checkpoint_dir}."
+        )
 
 
 @contextlib.contextmanager
@@ -354,20 +402,7 @@ class AtomicCheckpointer(Checkpointer):
             A missing, truncated or altered file (named).
         """
         for fname, expected in (checkpoint.meta.get(FILES_KEY) or {}).items():
-            path = pathlib.Path(checkpoint.path) / fname
-            if not path.is_file():
-                raise CheckpointLoadError(f"{path}: missing from its checkpoint. Delete or move away {checkpoint.path}.")
-            size = path.stat().st_size
-            if size != expected["bytes"]:
-                raise CheckpointLoadError(
-                    f"{path}: size {size} bytes, {expected['bytes']} when saved: the file is truncated or "
-                    f"damaged. Delete or move away {checkpoint.path}."
-                )
-            if file_crc32(path) != expected["crc32"]:
-                raise CheckpointLoadError(
-                    f"{path}: contents differ from when it was saved (CRC-32 mismatch): the file is "
-                    f"damaged. Delete or move away {checkpoint.path}."
-                )
+            verify_file(pathlib.Path(checkpoint.path) / fname, expected, checkpoint.path)
 
     def _call_load_hooks(self, checkpoint):
         logger.info(f"Loading a checkpoint from {checkpoint.path}")
