@@ -18,7 +18,9 @@ What :class:`AtomicCheckpointer` changes (same constructor, drop-in for the YAML
   folder are ``fsync``-ed and the folder is renamed to ``CKPT+<time>`` (``rename`` is
   atomic within one file system). A checkpoint is therefore visible only when complete.
 * **Delete**: the folder is first renamed to a hidden ``.deleting-CKPT+<time>``, then removed.
-* **Start**: hidden leftovers of an interrupted save or delete are removed (logged).
+* **Start**: the folder's training lock is taken (:func:`lock_folder`: a second training in
+  the same folder stops with the PID of the first instead of deleting its half-written
+  checkpoint), then hidden leftovers of an interrupted save or delete are removed (logged).
 * **Load**: sizes and CRC-32 are checked before anything is read; every ``torch.load``
   made by the load hooks (SpeechBrain's included) runs with ``weights_only=True``, so a
   pickle that would run code is refused, never executed; any failure raises
@@ -33,11 +35,16 @@ this module; no code copied. See ``docs/reliability.md``.
 """
 
 import contextlib
+import datetime
+import fcntl
 import logging
 import os
 import pathlib
 import pickle
 import shutil
+import socket
+import threading
+import weakref
 import zlib
 
 import torch
@@ -62,12 +69,87 @@ INCOMPLETE_PREFIX = ".incomplete-"
 DELETING_PREFIX = ".deleting-"
 #: Meta key holding ``{file name: {"bytes": int, "crc32": int}}``.
 FILES_KEY = "files"
+#: Lock file of a checkpoint folder in use by a training (``flock``; holds PID, host, start time).
+LOCK_NAME = ".nass-training.lock"
 
-__all__ = ["AtomicCheckpointer", "CheckpointLoadError", "weights_only_torch_load", "file_crc32", "verify_file"]
+__all__ = [
+    "AtomicCheckpointer", "CheckpointLoadError", "FolderInUseError", "lock_folder", "weights_only_torch_load",
+    "file_crc32", "verify_file",
+]
 
 
 class CheckpointLoadError(ValueError):
     """A checkpoint file that cannot be loaded; the message names the file, the reason and the fix."""
+
+
+class FolderInUseError(OSError):
+    """A checkpoint folder locked by another running training; the message names its PID."""
+
+
+_LOCKS = {}  # real path -> [fd, number of holders] in this process
+_LOCKS_GUARD = threading.Lock()
+
+
+def _release(real):
+    with _LOCKS_GUARD:
+        entry = _LOCKS.get(real)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _LOCKS[real]
+            with contextlib.suppress(OSError):
+                os.close(entry[0])  # closing the descriptor releases the flock
+
+
+def lock_folder(folder, owner=None):
+    """Take the training lock of ``folder`` for as long as ``owner`` lives (or the process, without one).
+
+    The lock is an ``flock`` on ``folder/.nass-training.lock``: the kernel releases it when
+    the process ends, even on ``kill -9``, so a stale lock file never blocks a new run. The
+    file records the PID, host and start time of the holder for the message. Re-entrant
+    within one process (several checkpointers of one training share it).
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        An existing folder.
+    owner : object, optional
+        The lock is released when the last such owner is garbage-collected.
+
+    Raises
+    ------
+    FolderInUseError
+        Another process holds the lock (its PID, host and start time are named).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> lock_folder(d); lock_folder(d)  # the same process may take it again
+    """
+    real = os.path.realpath(os.fspath(folder))
+    with _LOCKS_GUARD:
+        entry = _LOCKS.get(real)
+        if entry is None:
+            fd = os.open(os.path.join(real, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise FolderInUseError(
+                    f"{real} is in use by a training that is still running ({holder}). Two trainings in one "
+                    "output folder would delete each other's checkpoints: wait for it to end, stop it "
+                    "(kill <PID>), or pass --output_folder=<another folder>."
+                ) from None
+            os.ftruncate(fd, 0)
+            started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
+            entry = _LOCKS[real] = [fd, 0]
+        entry[1] += 1
+    if owner is not None:
+        weakref.finalize(owner, _release, real)
 
 
 def file_crc32(path, block=1 << 20):
@@ -222,6 +304,8 @@ class AtomicCheckpointer(Checkpointer):
 
     Raises
     ------
+    FolderInUseError
+        At construction, when another running training holds the folder (PID named).
     CheckpointLoadError
         From ``load_checkpoint`` (the file and the reason), and from
         ``recover_if_possible`` when no candidate checkpoint loads.
@@ -265,6 +349,7 @@ class AtomicCheckpointer(Checkpointer):
                 "Free disk space, fix the permissions, or pass --output_folder=<a writable folder>.",
             ) from exc
         if if_main_process():
+            lock_folder(self.checkpoints_dir, owner=self)  # before touching a running training's files
             self.remove_leftovers()
 
     # ------------------------------------------------------------------ housekeeping

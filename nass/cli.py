@@ -201,6 +201,8 @@ def evaluate_main(argv=None):
     parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco (default 30)")
     parser.add_argument("--max_utterances", type=int, default=None, help="score only the first N utterances")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the correction samplers")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier evaluation in --out (default: refuse them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -212,6 +214,9 @@ def evaluate_main(argv=None):
         check_device(args.device)
         if not os.path.isfile(args.manifest):
             raise ValueError(f"{args.manifest}: manifest not found. Run the data preparation or fix the path.")
+        check_seconds("--chunk_seconds", args.chunk_seconds)
+        if args.max_utterances is not None and args.max_utterances < 1:
+            raise ValueError(f"--max_utterances {args.max_utterances}: must be a positive number (omit it for all)")
         if args.correction and not args.corrector:
             raise ValueError("--correction needs --corrector <folder> (a GeCo / Fast-GeCo corrector)")
         corrector = load_corrector(args.corrector, device=args.device) if args.corrector else None
@@ -224,6 +229,7 @@ def evaluate_main(argv=None):
                 device=args.device, chunk_seconds=args.chunk_seconds, num_workers=args.num_workers,
                 save_examples=args.save_examples, pesq_estoi=args.pesq_estoi,
                 max_utterances=args.max_utterances, seed=args.seed, sdr_backend=args.sdr_backend,
+                overwrite=args.overwrite,
             )
             return 0
         separator = Separator(model, hparams["sample_rate"], chunk_seconds=args.chunk_seconds, device=args.device)
@@ -238,6 +244,7 @@ def evaluate_main(argv=None):
             pesq_estoi=args.pesq_estoi,
             max_utterances=args.max_utterances,
             sdr_backend=args.sdr_backend,
+            overwrite=args.overwrite,
         )
     except (ValueError, OSError) as exc:
         return _fail(prog, exc)

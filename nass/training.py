@@ -159,6 +159,7 @@ def evaluate_best(brain, hparams, manifests):
         save_examples=hparams.get("n_audio_to_save", 5),
         pesq_estoi=hparams.get("eval_pesq_estoi", False),
         sdr_backend=hparams.get("eval_sdr_backend", "mir_eval"),
+        overwrite=True,  # the run's own test folder: a resumed or repeated run re-scores it
     )
 
 

@@ -297,6 +297,17 @@ def _pair_files(spec):
         )
     listings = {}
     problems = []
+    for folder, files in [(spec.mix_dir, mixtures)] + [(d, list_audio_files(d)) for _, d in _other_dirs(spec)]:
+        by_stem = {}
+        for name in files:
+            by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+        clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+        if clashes:
+            problems.append(
+                f"{len(clashes)} name(s) in {folder} exist with two extensions ({describe_files(clashes)}): an "
+                "utterance ID is the file name without its extension, so one of them would be lost. Keep one "
+                "format per utterance (remove or convert the others)."
+            )
     for column, folder in _other_dirs(spec):
         files = list_audio_files(folder)
         listings[column] = files
@@ -621,7 +632,7 @@ def read_manifest(path, num_spks):
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: manifest not found. Run the data preparation (skip_prep=False) or fix the path.")
     columns = manifest_columns(num_spks)
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel) is skipped
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in columns if c not in header]
