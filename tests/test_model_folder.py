@@ -209,3 +209,19 @@ def test_reading_a_training_folder_leaves_a_running_save_intact(trained_run, tmp
                           "--num_workers", "0", "--save_examples", "0"]) == 0
     assert (pending / "brain.ckpt").read_bytes() == b"being written"
     assert _changed(before, _snapshot(str(run))) == []
+
+
+# ----------------------------------------------------------------------------- correctors
+def test_corrector_folder_weights_are_checked_by_sha256(tmp_path):
+    from nass.correction import BBEDSDE, GeCoModel, ScoreModel, SpecTransform, load_corrector, save_corrector
+
+    folder = str(tmp_path / "corrector")
+    save_corrector(GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform()), folder)
+    assert len(json.load(open(os.path.join(folder, "corrector.json")))["weights_sha256"]) == 64
+    load_corrector(folder)
+    weights = os.path.join(folder, "corrector.ckpt")
+    with open(weights, "r+b") as f:  # 200 float32 NaN in the middle of the tensor data, same size
+        f.seek(os.path.getsize(weights) // 2)
+        f.write(np.full(200, np.nan, dtype="<f4").tobytes())
+    with pytest.raises(ValueError, match=r"corrector\.ckpt: SHA-256 differs"):
+        load_corrector(folder)

@@ -43,6 +43,8 @@ Losses:
   to the clean waveform up to STFT round-off.
 """
 
+import hashlib
+import io
 import json
 import os
 
@@ -441,18 +443,25 @@ def save_corrector(model, folder, ema=None):
         "fast_steps": model.fast_steps,
         "frame_multiple": model.frame_multiple,
     }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    weights = buffer.getvalue()
+    config["weights_sha256"] = hashlib.sha256(weights).hexdigest()  # checked by load_corrector
     os.makedirs(folder, exist_ok=True)
+    with atomic_write(os.path.join(folder, WEIGHTS_NAME)) as tmp:  # weights first, the config names them
+        with open(tmp, "wb") as fh:
+            fh.write(weights)
     with atomic_write(os.path.join(folder, CONFIG_NAME)) as tmp:
         with open(tmp, "w") as fh:
             json.dump(config, fh, indent=2)
-    with atomic_write(os.path.join(folder, WEIGHTS_NAME)) as tmp:
-        torch.save(state, tmp)
 
 
 def load_corrector(folder, device="cpu"):
     """Load a corrector written by :func:`save_corrector` (in eval mode on ``device``).
 
-    Weights are read with ``torch.load(..., weights_only=True)``.
+    Weights are read with ``torch.load(..., weights_only=True)`` from the very bytes whose
+    SHA-256 is checked against ``corrector.json`` (folders saved before that key are
+    accepted unchecked). Nothing is written.
 
     Parameters
     ----------
@@ -468,7 +477,8 @@ def load_corrector(folder, device="cpu"):
     Raises
     ------
     ValueError
-        If a file is missing or does not match (message names the folder).
+        If a file is missing or does not match (message names the folder), or the
+        weights' SHA-256 differs from ``weights_sha256`` in ``corrector.json`` (named).
     """
     cfg_path = os.path.join(folder, CONFIG_NAME)
     w_path = os.path.join(folder, WEIGHTS_NAME)
@@ -487,7 +497,15 @@ def load_corrector(folder, device="cpu"):
         model = GeCoModel(sde, net, SpecTransform(**cfg["transform"]),
                           reverse_start=cfg["reverse_start"], fast_steps=cfg["fast_steps"],
                           frame_multiple=cfg["frame_multiple"])
-        net.load_state_dict(torch.load(w_path, map_location="cpu", weights_only=True))
+        with open(w_path, "rb") as fh:
+            weights = fh.read()
+        expected = cfg.get("weights_sha256")
+        if expected is not None and hashlib.sha256(weights).hexdigest() != expected:
+            raise ValueError(
+                f"load_corrector: {w_path}: SHA-256 differs from the weights_sha256 in {cfg_path}: the file is "
+                "damaged or was changed after it was saved. Re-copy the corrector folder or re-train."
+            )
+        net.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
         raise ValueError(f"load_corrector: {folder} is not a valid corrector folder: {exc}") from exc
     return model.to(device).eval()
