@@ -140,6 +140,11 @@ def test_evaluation_refuses_earlier_results_and_keeps_them_on_failure(tmp_path, 
     assert evaluate_main(args + ["--overwrite"]) == 2
     _one_line_error(capsys, "u2", "reference length differs", ref)
     assert _contents(out) == earlier and _hidden(str(out)) == []
+    # into a fresh folder: u1's example was staged, then removed with the folders it made
+    fresh = tmp_path / "fresh"
+    assert evaluate_main(args[:4] + ["--out", str(fresh)] + args[6:]) == 2
+    _one_line_error(capsys, "reference length differs")
+    assert not fresh.exists()
 
 
 def test_max_utterances_must_be_positive(tmp_path, model_dir, capsys):
