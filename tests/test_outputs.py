@@ -262,3 +262,33 @@ def test_a_second_training_in_the_same_folder_is_refused_naming_the_pid(tmp_path
     probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(save)], capture_output=True, text=True,
                            env=env, timeout=300)
     assert probe.returncode == 0, probe.stdout + probe.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- preparation
+def test_training_data_is_read_in_full_once_at_preparation(tmp_path, monkeypatch):
+    from conftest import write_librimix_tree
+
+    from nass.dataio import manifest as manifest_mod
+    from nass.dataio.manifest import DatasetError
+    from nass.dataio.prepare import prepare_dataset
+
+    root = write_librimix_tree(str(tmp_path / "L"), splits=("train",), n_per_split=3)
+    base = os.path.join(root, "wav8k", "min", "train")
+    kwargs = dict(dataset="librimix", data_folder=root, save_folder=str(tmp_path / "s"), num_spks=2,
+                  sample_rate=SR, splits=["train"])
+    bad = os.path.join(base, "s2", "train_001.wav")
+    x, _ = sf.read(bad, dtype="float32")
+    x[1234] = np.nan  # one sample: a random crop would rarely hit it
+    sf.write(bad, x, SR, subtype="FLOAT")
+    with pytest.raises(DatasetError, match=r"contain NaN or Inf samples: .*train_001\.wav \(1 NaN/Inf samples\)"):
+        prepare_dataset(**kwargs)
+    x[1234] = 0.0
+    sf.write(bad, x, SR, subtype="FLOAT")
+    scanned = []
+    real = manifest_mod.scan_samples
+    monkeypatch.setattr(manifest_mod, "scan_samples", lambda p: scanned.append(p) or real(p))
+    prepare_dataset(**kwargs)
+    assert len(scanned) == 3 * 5  # mix_both, mix_clean, s1, s2, noise: every file, once
+    scanned.clear()
+    prepare_dataset(**kwargs)  # unchanged files: the manifest is reused, nothing is read
+    assert scanned == []

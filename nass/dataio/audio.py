@@ -353,6 +353,51 @@ def wav_frames(path):
         return None
 
 
+def scan_samples(path, block=1 << 16):
+    """Read every sample of a file once, in blocks (bounded memory), and summarise it.
+
+    Parameters
+    ----------
+    path : str
+        A readable audio file.
+    block : int
+        Frames per read.
+
+    Returns
+    -------
+    dict
+        ``frames`` (read), ``nonfinite`` (NaN / Inf samples), ``peak`` (largest finite
+        absolute value), ``declared`` (samples per channel the WAV header promises, or None).
+
+    Raises
+    ------
+    AudioError
+        The file cannot be decoded to its end.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.wav")
+    >>> x = np.full(100, 0.5, dtype="float32"); x[3] = np.nan
+    >>> write_audio(p, x, 8000, subtype="FLOAT")
+    >>> scan_samples(p)
+    {'frames': 100, 'nonfinite': 1, 'peak': 0.5, 'declared': 100}
+    """
+    frames = nonfinite = 0
+    peak = 0.0
+    try:
+        for chunk in sf.blocks(path, blocksize=block, dtype="float32", always_2d=True):
+            frames += chunk.shape[0]
+            finite = np.isfinite(chunk)
+            nonfinite += int(chunk.size - finite.sum())
+            if finite.any():
+                peak = max(peak, float(np.abs(chunk[finite]).max()))
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot be decoded to its end ({exc}). Re-create or re-download the file.") from exc
+    declared = wav_frames(path)
+    return {"frames": frames, "nonfinite": nonfinite, "peak": peak, "declared": declared[0] if declared else None}
+
+
 def resample(x, orig_rate, new_rate, name=None):
     """Resample ``[..., time]`` audio with a filter bank of bounded size.
 
