@@ -36,6 +36,7 @@ this module; no code copied. See ``docs/reliability.md``.
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import logging
 import os
@@ -404,7 +405,13 @@ class AtomicCheckpointer(Checkpointer):
         paramfiles = {}
         for rec_name, obj in self.recoverables.items():
             fname = rec_name + PARAMFILE_EXT
-            self._save_recoverable(rec_name, obj, staging / fname)
+            try:
+                self._save_recoverable(rec_name, obj, staging / fname)
+            except (OSError, RuntimeError) as exc:  # torch.save on a full disk: "... iostream error"
+                err = self._write_error(staging, exc)
+                if err is exc:
+                    raise
+                raise err from exc
             paramfiles[rec_name] = final / fname
         ddp_barrier()  # every process has written its part
         if not if_main_process():
@@ -423,6 +430,22 @@ class AtomicCheckpointer(Checkpointer):
         kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
         logger.log(verbosity, f"Saved an {kind} checkpoint in {final}")
         return Checkpoint(final, saved_meta, paramfiles)
+
+    def _write_error(self, staging, exc):
+        """A failed write of a checkpoint file: remove this save's hidden folder; one line naming the folder.
+
+        A full disk (``ENOSPC``, or torch's bare "iostream error" with under 1 MiB free)
+        reads "no space left on device while writing into <save folder>"; other failures
+        keep their message. Earlier checkpoints are untouched.
+        """
+        from nass.dataio.audio import disk_full_error
+
+        if if_main_process():
+            shutil.rmtree(staging, ignore_errors=True)
+        err = disk_full_error(os.fspath(self.checkpoints_dir), exc, option="--output_folder")
+        if getattr(err, "errno", None) != errno.ENOSPC and isinstance(exc, RuntimeError):
+            return exc  # not a write problem (a hook's own error): unchanged
+        return err
 
     def delete_checkpoints(
         self,

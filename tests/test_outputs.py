@@ -292,3 +292,21 @@ def test_training_data_is_read_in_full_once_at_preparation(tmp_path, monkeypatch
     scanned.clear()
     prepare_dataset(**kwargs)  # unchanged files: the manifest is reused, nothing is read
     assert scanned == []
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+    from nass.checkpoints import AtomicCheckpointer
+
+    model = torch.nn.Linear(2, 2)
+    ckpter = AtomicCheckpointer(str(tmp_path / "save"), recoverables={"model": model})
+    first = ckpter.save_checkpoint(meta={"si-snr": 1.0})
+
+    def full(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\niostream error")
+
+    ckpter.custom_save_hooks["model"] = full
+    monkeypatch.setattr(audio_mod.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    with pytest.raises(OSError, match=r"no space left on device while writing into .*save\. .*--output_folder"):
+        ckpter.save_checkpoint(meta={"si-snr": 2.0})
+    assert [c.path for c in ckpter.list_checkpoints()] == [first.path]
+    assert sorted(os.listdir(tmp_path / "save")) == [".nass-training.lock", first.path.name]  # no hidden save left

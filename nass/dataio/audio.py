@@ -49,11 +49,12 @@ def current_umask():
     return mask
 
 
-def disk_full_error(folder, exc):
+def disk_full_error(folder, exc, option="--out"):
     """An ``OSError`` with a one-line message for a write into ``folder`` that failed.
 
-    ``ENOSPC`` / ``EDQUOT`` (and libsndfile's bare "System error" while free space is
-    below 1 MiB) become "no space left on device"; the folder and the fix are named.
+    ``ENOSPC`` / ``EDQUOT`` (and libsndfile's bare "System error", torch's "iostream
+    error", while free space is below 1 MiB) become "no space left on device"; the folder
+    and the fix (``option``: the command-line option choosing another folder) are named.
 
     Example
     -------
@@ -68,11 +69,12 @@ def disk_full_error(folder, exc):
             full = shutil.disk_usage(folder).free < (1 << 20)
     if full:
         err = OSError(f"no space left on device while writing into {folder}. Free disk space "
-                      "or write to another folder (--out).")
+                      f"or write to another folder ({option}).")
         err.errno = errno.ENOSPC
     else:
-        err = OSError(f"cannot write into {folder} ({type(exc).__name__}: {exc}). Check the folder's permissions "
-                      "and free space, or write to another folder (--out).")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err = OSError(f"cannot write into {folder} ({type(exc).__name__}: {first}). Check the folder's permissions "
+                      f"and free space, or write to another folder ({option}).")
         err.errno = getattr(exc, "errno", None) or errno.EIO
     return err
 
