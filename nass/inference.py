@@ -54,7 +54,7 @@ import warnings
 import numpy as np
 import torch
 
-from nass.dataio.audio import AudioError, read_audio, resample, write_audio
+from nass.dataio.audio import AudioError, read_audio, resample
 from nass.separation import fit_length
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,6 @@
 """Issue 19, parts 2-4: nothing written by inference or evaluation is lost; audio at any
 rate in bounded memory; a training lock; the small cases (docs/reliability.md)."""
 
-import csv
 import errno
 import os
 import subprocess
