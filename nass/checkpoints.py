@@ -60,7 +60,7 @@ from speechbrain.utils.checkpoints import (
     ckpt_recency,
     get_default_hook,
 )
-from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
+from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, get_rank, if_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,9 @@ class AtomicCheckpointer(Checkpointer):
                 f"checkpoint folder {os.fspath(checkpoints_dir)!r} cannot be created ({exc.strerror or exc}). "
                 "Free disk space, fix the permissions, or pass --output_folder=<a writable folder>.",
             ) from exc
-        if if_main_process():
+        # the environment's rank: the YAML (and so this constructor) is loaded before the
+        # process group exists, when if_main_process() is True on every rank
+        if get_rank() in (None, 0) and if_main_process():
             lock_folder(self.checkpoints_dir, owner=self)  # before touching a running training's files
             self.remove_leftovers()
 
