@@ -108,7 +108,8 @@ def test_exported_copy_read_only_loads_from_a_third_cwd_and_writes_nothing_else(
     shutil.rmtree(a)  # the export path is gone, as on another machine
     cwd.mkdir()
     wav = _wav(tmp_path / "mix.wav")
-    root = os.path.dirname(os.path.dirname(trained_run))  # the training's tmp tree too
+    # the training's tree too (not the whole basetemp: other tests' lingering log handlers write there)
+    root = os.path.dirname(trained_run)
     _chmod_tree(str(b), writable=False)
     try:
         monkeypatch.chdir(cwd)
