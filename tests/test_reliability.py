@@ -284,6 +284,11 @@ def check_final_bookkeeping(out):
     assert last.meta["epoch"] == N_EPOCHS and int(last.paramfiles["counter"].read_text()) == N_EPOCHS
     logged = valid_si_snr_by_epoch(out / "train_log.txt")
     assert sorted(logged) == list(range(1, N_EPOCHS + 1))
+    # each epoch logged once, also after a kill during its checkpoint save (issue 19)
+    text = (out / "train_log.txt").read_text()
+    assert [text.count(f"epoch: {e},") for e in logged] == [1] * N_EPOCHS, text
+    jsonl_epochs = [json.loads(line)["epoch"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert sorted(jsonl_epochs) == list(range(1, N_EPOCHS + 1)), jsonl_epochs
     best_epoch = max(logged, key=logged.get)
     assert epochs == {N_EPOCHS, best_epoch}
     for c in kept:  # train_log prints 3 significant digits
