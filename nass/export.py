@@ -84,6 +84,75 @@ def _resolved(yaml_path):
         ) from exc
 
 
+def read_verified(folder, names):
+    """Read ``names`` of an artifact folder and check each against its ``model_card.json``.
+
+    The shared check of separator and corrector folders: every name must be listed in the
+    card's ``files`` with its SHA-256, and the bytes returned are the bytes checked.
+
+    Parameters
+    ----------
+    folder : str
+        A folder written by :func:`write_artifact_folder`.
+    names : sequence of str
+        Files to read (e.g. ``hyperparams.yaml`` and ``separator.ckpt``).
+
+    Returns
+    -------
+    card : dict
+        The parsed card.
+    contents : dict
+        Name -> bytes.
+
+    Raises
+    ------
+    nass.inference.ModelLoadError
+        Unreadable card or file, a name the card does not list, a SHA-256 mismatch (the
+        file named, with the fix).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = write_artifact_folder(os.path.join(tempfile.mkdtemp(), "m"), {"a.bin": b"1"}, {"format": "x"})
+    >>> read_verified(d, ["a.bin"])[1]
+    {'a.bin': b'1'}
+    >>> _ = open(os.path.join(d, "a.bin"), "wb").write(b"2")
+    >>> read_verified(d, ["a.bin"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nass.inference.ModelLoadError: .../a.bin: SHA-256 d4735e3a265e16ee... differs from 6b86b273ff34fce1... recorded in model_card.json...
+    """
+    from nass.inference import ModelLoadError
+
+    card_path = os.path.join(folder, CARD)
+    try:
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+        expected = {name: card["files"][name] for name in names}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(
+            f"{card_path}: not a usable model card ({type(exc).__name__}: {exc}). Re-copy the folder, or re-export "
+            "it (nass-export for a separator run)."
+        ) from exc
+    contents = {}
+    for name, want in expected.items():
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc}). Re-copy the folder.") from exc
+        got = sha256_bytes(data)
+        if got != (want or {}).get("sha256"):
+            raise ModelLoadError(
+                f"{path}: SHA-256 {got[:16]}... differs from {str((want or {}).get('sha256'))[:16]}... recorded in "
+                f"{CARD}: the file is damaged or was changed after it was written. Re-copy the folder or "
+                "re-export it."
+            )
+        contents[name] = data
+    return card, contents
+
+
 def model_yaml(yaml_path):
     """The model-only YAML text of a training (or model) ``hyperparams.yaml``; nothing is executed.
 
@@ -285,22 +354,27 @@ def _write_file(path, data, mode):
     os.chmod(path, mode)
 
 
-def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
-    """Write a model folder atomically: a hidden staging folder next to ``out_dir``, then rename.
+def write_artifact_folder(out_dir, files, card, overwrite=False, option="OUT_DIR"):
+    """Write a folder of ``files`` and a ``model_card.json`` listing their SHA-256, atomically.
+
+    The files are written (and fsync-ed) into a hidden staging folder next to ``out_dir``,
+    which is then renamed to ``out_dir``; an existing ``out_dir`` is moved aside first and
+    removed only once the new one is in place. Modes follow the umask. Shared by separator
+    model folders (:func:`write_model_folder`) and corrector folders
+    (:func:`nass.correction.model.save_corrector`).
 
     Parameters
     ----------
     out_dir : str
         Destination folder (its parent is created).
-    yaml_text : str
-        Model-only YAML (:func:`model_yaml`).
-    weights : bytes
-        ``torch.save`` bytes of the separator's ``state_dict``.
+    files : dict
+        File name -> bytes.
     card : dict
-        :func:`build_card`; ``files`` (bytes and SHA-256 of both files) is added.
+        Card content; ``files`` (``bytes`` and ``sha256`` of each file) is added.
     overwrite : bool
-        Replace an existing non-empty ``out_dir`` (the old one is removed only after the
-        new one is in place); otherwise such a folder is refused.
+        Replace an existing non-empty ``out_dir``; otherwise it is refused.
+    option : str
+        How the user picks another folder, for the full-disk message.
 
     Returns
     -------
@@ -318,10 +392,10 @@ def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
     -------
     >>> import os, tempfile
     >>> d = os.path.join(tempfile.mkdtemp(), "m")
-    >>> _ = write_model_folder(d, "sample_rate: 8000\\n", b"w", {"format": FORMAT})
+    >>> _ = write_artifact_folder(d, {"a.bin": b"1"}, {"format": "x"})
     >>> sorted(os.listdir(d))
-    ['hyperparams.yaml', 'model_card.json', 'separator.ckpt']
-    >>> write_model_folder(d, "", b"", {})  # doctest: +ELLIPSIS
+    ['a.bin', 'model_card.json']
+    >>> write_artifact_folder(d, {}, {})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     FileExistsError: .../m: already exists. Pass --overwrite to replace it, or choose another folder.
@@ -330,19 +404,15 @@ def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
     parent = os.path.dirname(out_dir)
     if os.path.lexists(out_dir) and not overwrite and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise FileExistsError(f"{out_dir}: already exists. Pass --overwrite to replace it, or choose another folder.")
-    yaml_bytes = yaml_text.encode("utf-8")
     card = dict(card)
-    card["files"] = {
-        MODEL_YAML: {"bytes": len(yaml_bytes), "sha256": sha256_bytes(yaml_bytes)},
-        WEIGHTS: {"bytes": len(weights), "sha256": sha256_bytes(weights)},
-    }
+    card["files"] = {name: {"bytes": len(data), "sha256": sha256_bytes(data)} for name, data in files.items()}
     card_bytes = (json.dumps(card, indent=2, sort_keys=False) + "\n").encode("utf-8")
     umask = current_umask()
     staging = None
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
-        for name, data in ((MODEL_YAML, yaml_bytes), (WEIGHTS, weights), (CARD, card_bytes)):
+        for name, data in list(files.items()) + [(CARD, card_bytes)]:
             _write_file(os.path.join(staging, name), data, 0o666 & ~umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700
         if os.path.lexists(out_dir):
@@ -356,9 +426,47 @@ def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
     except OSError as exc:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        raise disk_full_error(parent, exc) from exc
-    logger.info("wrote model folder %s", out_dir)
+        raise disk_full_error(parent, exc, option=option) from exc
+    logger.info("wrote %s", out_dir)
     return out_dir
+
+
+def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
+    """Write a separator model folder (module docstring) with :func:`write_artifact_folder`.
+
+    Parameters
+    ----------
+    out_dir : str
+        Destination folder.
+    yaml_text : str
+        Model-only YAML (:func:`model_yaml`).
+    weights : bytes
+        ``torch.save`` bytes of the separator's ``state_dict``.
+    card : dict
+        :func:`build_card`.
+    overwrite : bool
+        Replace an existing non-empty ``out_dir``.
+
+    Returns
+    -------
+    str
+        ``out_dir``.
+
+    Raises
+    ------
+    FileExistsError, OSError
+        As :func:`write_artifact_folder`.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = os.path.join(tempfile.mkdtemp(), "m")
+    >>> _ = write_model_folder(d, "sample_rate: 8000\\n", b"w", {"format": FORMAT})
+    >>> sorted(os.listdir(d))
+    ['hyperparams.yaml', 'model_card.json', 'separator.ckpt']
+    """
+    return write_artifact_folder(out_dir, {MODEL_YAML: yaml_text.encode("utf-8"), WEIGHTS: weights}, card,
+                                 overwrite=overwrite)
 
 
 def export_model(run_dir, out_dir, overwrite=False, test_metrics=None):

@@ -301,31 +301,8 @@ def read_model_folder(source):
             f"{source}: model folder not found. Point --model at a training output folder "
             "(holding hyperparams.yaml and save/) or an exported model folder."
         )
-    card_path = os.path.join(source, export.CARD)
-    if os.path.isfile(card_path):
-        try:
-            with open(card_path, encoding="utf-8") as f:
-                card = json.load(f)
-            expected = {name: card["files"][name] for name in (export.MODEL_YAML, export.WEIGHTS)}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelLoadError(
-                f"{card_path}: not a model card ({type(exc).__name__}: {exc}). Re-export the model with nass-export."
-            ) from exc
-        contents = {}
-        for name, want in expected.items():
-            path = os.path.join(source, name)
-            try:
-                data = _read_bytes(path)
-            except OSError as exc:
-                raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc}). Re-copy the model folder.") from exc
-            got = export.sha256_bytes(data)
-            if got != want.get("sha256"):
-                raise ModelLoadError(
-                    f"{path}: SHA-256 {got[:16]}... differs from {str(want.get('sha256'))[:16]}... recorded in "
-                    f"{export.CARD}: the file is damaged or was changed after export. Re-copy the model folder "
-                    "or re-export it with nass-export."
-                )
-            contents[name] = data
+    if os.path.isfile(os.path.join(source, export.CARD)):
+        card, contents = export.read_verified(source, (export.MODEL_YAML, export.WEIGHTS))
         return ModelFiles("exported", os.path.join(source, export.MODEL_YAML),
                           contents[export.MODEL_YAML].decode("utf-8"), contents[export.WEIGHTS],
                           os.path.join(source, export.WEIGHTS), card=card)

@@ -218,11 +218,12 @@ def test_corrector_folder_weights_are_checked_by_sha256(tmp_path):
 
     folder = str(tmp_path / "corrector")
     save_corrector(GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform()), folder)
-    assert len(json.load(open(os.path.join(folder, "corrector.json")))["weights_sha256"]) == 64
+    card = json.load(open(os.path.join(folder, "model_card.json")))  # the separators' card
+    assert card["format"] == "nass-corrector/1" and sorted(card["files"]) == ["corrector.ckpt", "corrector.json"]
     load_corrector(folder)
     weights = os.path.join(folder, "corrector.ckpt")
     with open(weights, "r+b") as f:  # 200 float32 NaN in the middle of the tensor data, same size
         f.seek(os.path.getsize(weights) // 2)
         f.write(np.full(200, np.nan, dtype="<f4").tobytes())
-    with pytest.raises(ValueError, match=r"corrector\.ckpt: SHA-256 differs"):
+    with pytest.raises(ModelLoadError, match=r"corrector\.ckpt: SHA-256 .* differs .*model_card\.json"):
         load_corrector(folder)
