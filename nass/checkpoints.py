@@ -133,7 +133,12 @@ def lock_folder(folder, owner=None):
     with _LOCKS_GUARD:
         entry = _LOCKS.get(real)
         if entry is None:
-            fd = os.open(os.path.join(real, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(os.path.join(real, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:  # a read-only folder: nothing can be saved there, so nothing to protect
+                logger.warning("%s: cannot create the training lock (%s); continuing without it", real,
+                               exc.strerror or exc)
+                return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
