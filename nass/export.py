@@ -17,6 +17,10 @@ anything and refuses a mismatch naming the file; it creates, changes and deletes
 (outside ``savedir`` when one is given). The folder is written into a hidden staging
 folder next to ``OUT_DIR`` and renamed into place, so it appears whole or not at all.
 
+Corrector folders (GeCo / Fast-GeCo, :func:`nass.correction.model.save_corrector`) use the
+same card and checks (:func:`write_artifact_folder`, :func:`read_verified`) around their
+``corrector.json`` and ``corrector.ckpt``.
+
 .. warning::
    ``hyperparams.yaml`` is HyperPyYAML: loading it calls the Python objects it names.
    Read it before loading a folder from someone else.
