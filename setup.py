@@ -35,6 +35,7 @@ setup(
             "nass-separate=nass.cli:separate_main",
             "nass-evaluate=nass.cli:evaluate_main",
             "nass-reproduce=nass.reproduce:main",
+            "nass-export=nass.cli:export_main",
         ]
     },
 )

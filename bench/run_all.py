@@ -379,7 +379,8 @@ def correct_runs(runs, corrector, manifest, max_utterances=None):
         cmd = [sys.executable, "-c", "import sys; from nass.cli import evaluate_main; evaluate_main(sys.argv[1:])",
                "--model", r["folder"], "--manifest", manifest, "--out", out, "--corrector", corrector,
                "--correction", "fast-geco", "--pesq_estoi", "--sdr_backend", "fast_bss_eval",
-               "--save_examples", "0", "--num_workers", "1"]
+               "--save_examples", "0", "--num_workers", "1",
+               "--overwrite"]  # a retry replaces the separator-only table of an interrupted attempt
         if max_utterances:
             cmd += ["--max_utterances", str(max_utterances)]
         if run(cmd, log_path=os.path.join(r["folder"], "fast_geco_eval.log")) != 0:

@@ -18,7 +18,9 @@ What :class:`AtomicCheckpointer` changes (same constructor, drop-in for the YAML
   folder are ``fsync``-ed and the folder is renamed to ``CKPT+<time>`` (``rename`` is
   atomic within one file system). A checkpoint is therefore visible only when complete.
 * **Delete**: the folder is first renamed to a hidden ``.deleting-CKPT+<time>``, then removed.
-* **Start**: hidden leftovers of an interrupted save or delete are removed (logged).
+* **Start**: the folder's training lock is taken (:func:`lock_folder`: a second training in
+  the same folder stops with the PID of the first instead of deleting its half-written
+  checkpoint), then hidden leftovers of an interrupted save or delete are removed (logged).
 * **Load**: sizes and CRC-32 are checked before anything is read; every ``torch.load``
   made by the load hooks (SpeechBrain's included) runs with ``weights_only=True``, so a
   pickle that would run code is refused, never executed; any failure raises
@@ -33,11 +35,17 @@ this module; no code copied. See ``docs/reliability.md``.
 """
 
 import contextlib
+import datetime
+import errno
+import fcntl
 import logging
 import os
 import pathlib
 import pickle
 import shutil
+import socket
+import threading
+import weakref
 import zlib
 
 import torch
@@ -52,7 +60,7 @@ from speechbrain.utils.checkpoints import (
     ckpt_recency,
     get_default_hook,
 )
-from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
+from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, get_rank, if_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +70,92 @@ INCOMPLETE_PREFIX = ".incomplete-"
 DELETING_PREFIX = ".deleting-"
 #: Meta key holding ``{file name: {"bytes": int, "crc32": int}}``.
 FILES_KEY = "files"
+#: Lock file of a checkpoint folder in use by a training (``flock``; holds PID, host, start time).
+LOCK_NAME = ".nass-training.lock"
 
-__all__ = ["AtomicCheckpointer", "CheckpointLoadError", "weights_only_torch_load", "file_crc32"]
+__all__ = [
+    "AtomicCheckpointer", "CheckpointLoadError", "FolderInUseError", "lock_folder", "weights_only_torch_load",
+    "file_crc32", "verify_file",
+]
 
 
 class CheckpointLoadError(ValueError):
     """A checkpoint file that cannot be loaded; the message names the file, the reason and the fix."""
+
+
+class FolderInUseError(OSError):
+    """A checkpoint folder locked by another running training; the message names its PID."""
+
+
+_LOCKS = {}  # real path -> [fd, number of holders] in this process
+_LOCKS_GUARD = threading.Lock()
+
+
+def _release(real):
+    with _LOCKS_GUARD:
+        entry = _LOCKS.get(real)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _LOCKS[real]
+            with contextlib.suppress(OSError):
+                os.close(entry[0])  # closing the descriptor releases the flock
+
+
+def lock_folder(folder, owner=None):
+    """Take the training lock of ``folder`` for as long as ``owner`` lives (or the process, without one).
+
+    The lock is an ``flock`` on ``folder/.nass-training.lock``: the kernel releases it when
+    the process ends, even on ``kill -9``, so a stale lock file never blocks a new run. The
+    file records the PID, host and start time of the holder for the message. Re-entrant
+    within one process (several checkpointers of one training share it).
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        An existing folder.
+    owner : object, optional
+        The lock is released when the last such owner is garbage-collected.
+
+    Raises
+    ------
+    FolderInUseError
+        Another process holds the lock (its PID, host and start time are named).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> lock_folder(d); lock_folder(d)  # the same process may take it again
+    """
+    real = os.path.realpath(os.fspath(folder))
+    with _LOCKS_GUARD:
+        entry = _LOCKS.get(real)
+        if entry is None:
+            try:
+                fd = os.open(os.path.join(real, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:  # a read-only folder: nothing can be saved there, so nothing to protect
+                logger.warning("%s: cannot create the training lock (%s); continuing without it", real,
+                               exc.strerror or exc)
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise FolderInUseError(
+                    f"{real} is in use by a training that is still running ({holder}). Two trainings in one "
+                    "output folder would delete each other's checkpoints: wait for it to end, stop it "
+                    "(kill <PID>), or pass --output_folder=<another folder>."
+                ) from None
+            os.ftruncate(fd, 0)
+            started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
+            entry = _LOCKS[real] = [fd, 0]
+        entry[1] += 1
+    if owner is not None:
+        weakref.finalize(owner, _release, real)
 
 
 def file_crc32(path, block=1 << 20):
@@ -98,6 +186,54 @@ def file_crc32(path, block=1 << 20):
         for chunk in iter(lambda: f.read(block), b""):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def verify_file(path, expected, checkpoint_dir, data=None):
+    """Check one checkpoint file against the ``bytes`` and ``crc32`` recorded in its ``CKPT.yaml``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    expected : dict
+        ``{"bytes": int, "crc32": int}`` (an entry of the meta key ``files``).
+    checkpoint_dir : str or pathlib.Path
+        Its checkpoint folder (named in the fix).
+    data : bytes, optional
+        The file's contents already read (checked instead of reading the file again, so
+        that what is verified is exactly what is loaded).
+
+    Raises
+    ------
+    CheckpointLoadError
+        Missing, truncated or altered file (named).
+
+    Example
+    -------
+    >>> import os, tempfile, zlib
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.ckpt")
+    >>> _ = open(p, "wb").write(b"abc")
+    >>> verify_file(p, {"bytes": 3, "crc32": zlib.crc32(b"abc")}, os.path.dirname(p))
+    >>> verify_file(p, {"bytes": 3, "crc32": 0}, "CKPT+x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nass.checkpoints.CheckpointLoadError: .../x.ckpt: contents differ from when it was saved (CRC-32 mismatch)...
+    """
+    path = pathlib.Path(path)
+    if data is None and not path.is_file():
+        raise CheckpointLoadError(f"{path}: missing from its checkpoint. Delete or move away {checkpoint_dir}.")
+    size = len(data) if data is not None else path.stat().st_size
+    if size != expected["bytes"]:
+        raise CheckpointLoadError(
+            f"{path}: size {size} bytes, {expected['bytes']} when saved: the file is truncated or "
+            f"damaged. Delete or move away {checkpoint_dir}."
+        )
+    crc = zlib.crc32(data) if data is not None else file_crc32(path)
+    if crc != expected["crc32"]:
+        raise CheckpointLoadError(
+            f"{path}: contents differ from when it was saved (CRC-32 mismatch): the file is "
+            f"damaged. Delete or move away {checkpoint_dir}."
+        )
 
 
 @contextlib.contextmanager
@@ -174,6 +310,8 @@ class AtomicCheckpointer(Checkpointer):
 
     Raises
     ------
+    FolderInUseError
+        At construction, when another running training holds the folder (PID named).
     CheckpointLoadError
         From ``load_checkpoint`` (the file and the reason), and from
         ``recover_if_possible`` when no candidate checkpoint loads.
@@ -216,7 +354,10 @@ class AtomicCheckpointer(Checkpointer):
                 f"checkpoint folder {os.fspath(checkpoints_dir)!r} cannot be created ({exc.strerror or exc}). "
                 "Free disk space, fix the permissions, or pass --output_folder=<a writable folder>.",
             ) from exc
-        if if_main_process():
+        # the environment's rank: the YAML (and so this constructor) is loaded before the
+        # process group exists, when if_main_process() is True on every rank
+        if get_rank() in (None, 0) and if_main_process():
+            lock_folder(self.checkpoints_dir, owner=self)  # before touching a running training's files
             self.remove_leftovers()
 
     # ------------------------------------------------------------------ housekeeping
@@ -271,7 +412,13 @@ class AtomicCheckpointer(Checkpointer):
         paramfiles = {}
         for rec_name, obj in self.recoverables.items():
             fname = rec_name + PARAMFILE_EXT
-            self._save_recoverable(rec_name, obj, staging / fname)
+            try:
+                self._save_recoverable(rec_name, obj, staging / fname)
+            except (OSError, RuntimeError) as exc:  # torch.save on a full disk: "... iostream error"
+                err = self._write_error(staging, exc)
+                if err is exc:
+                    raise
+                raise err from exc
             paramfiles[rec_name] = final / fname
         ddp_barrier()  # every process has written its part
         if not if_main_process():
@@ -290,6 +437,22 @@ class AtomicCheckpointer(Checkpointer):
         kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
         logger.log(verbosity, f"Saved an {kind} checkpoint in {final}")
         return Checkpoint(final, saved_meta, paramfiles)
+
+    def _write_error(self, staging, exc):
+        """A failed write of a checkpoint file: remove this save's hidden folder; one line naming the folder.
+
+        A full disk (``ENOSPC``, or torch's bare "iostream error" with under 1 MiB free)
+        reads "no space left on device while writing into <save folder>"; other failures
+        keep their message. Earlier checkpoints are untouched.
+        """
+        from nass.dataio.audio import disk_full_error
+
+        if if_main_process():
+            shutil.rmtree(staging, ignore_errors=True)
+        err = disk_full_error(os.fspath(self.checkpoints_dir), exc, option="--output_folder")
+        if getattr(err, "errno", None) != errno.ENOSPC and isinstance(exc, RuntimeError):
+            return exc  # not a write problem (a hook's own error): unchanged
+        return err
 
     def delete_checkpoints(
         self,
@@ -354,20 +517,7 @@ class AtomicCheckpointer(Checkpointer):
             A missing, truncated or altered file (named).
         """
         for fname, expected in (checkpoint.meta.get(FILES_KEY) or {}).items():
-            path = pathlib.Path(checkpoint.path) / fname
-            if not path.is_file():
-                raise CheckpointLoadError(f"{path}: missing from its checkpoint. Delete or move away {checkpoint.path}.")
-            size = path.stat().st_size
-            if size != expected["bytes"]:
-                raise CheckpointLoadError(
-                    f"{path}: size {size} bytes, {expected['bytes']} when saved: the file is truncated or "
-                    f"damaged. Delete or move away {checkpoint.path}."
-                )
-            if file_crc32(path) != expected["crc32"]:
-                raise CheckpointLoadError(
-                    f"{path}: contents differ from when it was saved (CRC-32 mismatch): the file is "
-                    f"damaged. Delete or move away {checkpoint.path}."
-                )
+            verify_file(pathlib.Path(checkpoint.path) / fname, expected, checkpoint.path)
 
     def _call_load_hooks(self, checkpoint):
         logger.info(f"Loading a checkpoint from {checkpoint.path}")

@@ -1,4 +1,6 @@
-"""Console commands ``nass-separate`` and ``nass-evaluate`` (declared in ``setup.py``).
+"""Console commands ``nass-separate``, ``nass-evaluate`` and ``nass-export`` (declared in ``setup.py``).
+
+Without the console scripts installed: ``python -m nass.cli separate|evaluate|export ARGS``.
 
 Bad input (missing or unreadable audio, a model folder without checkpoint, a broken
 manifest) ends with exit code 2 and a one-line message on stderr, without a traceback
@@ -78,12 +80,14 @@ def separate_main(argv=None):
     """``nass-separate mix.wav [more.wav ...] --model DIR --out DIR [options]``.
 
     Writes ``s1.wav``, ``s2.wav`` [, ``s3.wav``] [, ``noise.wav``] at each input's rate,
-    into ``--out`` for one input and into ``--out/<input name>/`` for several.
+    into ``--out`` for one input and into ``--out/<input name>/`` for several. Every
+    output is staged and appears only when all inputs are separated; an existing output
+    is refused unless ``--overwrite``; a failure removes only what this run created.
 
     Returns
     -------
     int
-        0 on success, 2 on bad input (message on stderr; nothing written).
+        0 on success, 2 on bad input (message on stderr; nothing written, nothing lost).
     """
     parser = argparse.ArgumentParser(
         prog="nass-separate", description="Separate the speakers (and the noise) of audio files."
@@ -97,18 +101,21 @@ def separate_main(argv=None):
     parser.add_argument("--corrector", default=None, help="GeCo / Fast-GeCo model folder (optional)")
     parser.add_argument("--correction", choices=("fast-geco", "geco"), default="fast-geco")
     parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs of an earlier run in --out (default: refuse them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from nass.dataio.audio import AudioError, audio_info
-    from nass.inference import Separator, separate_to_folder
+    from nass.dataio.audio import AudioError, OutputStage, audio_info
+    from nass.inference import Separator, output_names, separate_to_folder
 
     prog = parser.prog
     out_dirs = _output_dirs(args.inputs, args.out)
-    created = []  # folders this run created, removed again on failure
-    written = []
+    stage = OutputStage(overwrite=args.overwrite)
     try:
         check_device(args.device)
+        check_seconds("--chunk_seconds", args.chunk_seconds)
+        check_seconds("--overlap_seconds", args.overlap_seconds)
         for path in args.inputs:  # cheap checks before loading the model
             if os.path.isdir(path):
                 raise AudioError(f"{path}: is a folder, not an audio file. Pass the audio files themselves.")
@@ -123,33 +130,39 @@ def separate_main(argv=None):
             correction_mode=args.correction,
             correction_steps=args.steps,
         )
+        for out_dir in out_dirs:  # refuse earlier outputs before separating anything
+            for name in output_names(separator):
+                stage.claim(os.path.join(out_dir, name))
         for path, out_dir in zip(args.inputs, out_dirs):
-            for d in (args.out, out_dir):
-                if not os.path.isdir(d):
-                    os.makedirs(d)
-                    created.append(d)
-            written += separate_to_folder(separator, path, out_dir)
+            separate_to_folder(separator, path, out_dir, stage=stage)
+        stage.commit()  # every input separated: only now do the outputs appear (or replace earlier ones)
+        for path, out_dir in zip(args.inputs, out_dirs):
             print(f"{path} -> {out_dir}")
     except (ValueError, OSError) as exc:
-        _cleanup(written, created)
+        stage.abort()
         return _fail(prog, exc)
     except BaseException:
-        _cleanup(written, created)
+        stage.abort()
         raise
     return 0
 
 
-def _cleanup(written, created):
-    for p in written:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-    for d in reversed(created):
-        try:
-            os.rmdir(d)  # only if empty: never remove what the user put there
-        except OSError:
-            pass
+def check_seconds(option, value):
+    """Refuse a NaN, infinite or negative duration option with a one-line ``ValueError``.
+
+    Example
+    -------
+    >>> check_seconds("--chunk_seconds", float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: --chunk_seconds inf: must be a finite number of seconds >= 0 (0 = no chunking)
+    """
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        hint = "0 = no chunking" if option == "--chunk_seconds" else "e.g. 1.0"
+        raise ValueError(f"{option} {value}: must be a finite number of seconds >= 0 ({hint})")
+    return value
 
 
 def evaluate_main(argv=None):
@@ -188,6 +201,8 @@ def evaluate_main(argv=None):
     parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco (default 30)")
     parser.add_argument("--max_utterances", type=int, default=None, help="score only the first N utterances")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the correction samplers")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier evaluation in --out (default: refuse them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -199,6 +214,9 @@ def evaluate_main(argv=None):
         check_device(args.device)
         if not os.path.isfile(args.manifest):
             raise ValueError(f"{args.manifest}: manifest not found. Run the data preparation or fix the path.")
+        check_seconds("--chunk_seconds", args.chunk_seconds)
+        if args.max_utterances is not None and args.max_utterances < 1:
+            raise ValueError(f"--max_utterances {args.max_utterances}: must be a positive number (omit it for all)")
         if args.correction and not args.corrector:
             raise ValueError("--correction needs --corrector <folder> (a GeCo / Fast-GeCo corrector)")
         corrector = load_corrector(args.corrector, device=args.device) if args.corrector else None
@@ -211,6 +229,7 @@ def evaluate_main(argv=None):
                 device=args.device, chunk_seconds=args.chunk_seconds, num_workers=args.num_workers,
                 save_examples=args.save_examples, pesq_estoi=args.pesq_estoi,
                 max_utterances=args.max_utterances, seed=args.seed, sdr_backend=args.sdr_backend,
+                overwrite=args.overwrite,
             )
             return 0
         separator = Separator(model, hparams["sample_rate"], chunk_seconds=args.chunk_seconds, device=args.device)
@@ -225,7 +244,53 @@ def evaluate_main(argv=None):
             pesq_estoi=args.pesq_estoi,
             max_utterances=args.max_utterances,
             sdr_backend=args.sdr_backend,
+            overwrite=args.overwrite,
         )
     except (ValueError, OSError) as exc:
         return _fail(prog, exc)
     return 0
+
+
+def export_main(argv=None):
+    """``nass-export RUN_DIR OUT_DIR [--overwrite]``: write a portable model folder.
+
+    ``RUN_DIR`` is a training output folder (its best checkpoint is used, checked against
+    its ``CKPT.yaml``) or a model folder; ``OUT_DIR`` receives ``hyperparams.yaml`` (model
+    objects only), ``separator.ckpt`` and ``model_card.json`` (:mod:`nass.export`),
+    atomically. ``RUN_DIR`` is only read.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on bad input (one line on stderr; nothing written).
+    """
+    parser = argparse.ArgumentParser(
+        prog="nass-export", description="Export a trained separator as a portable, read-only model folder."
+    )
+    parser.add_argument("run_dir", help="training output folder (or a model folder)")
+    parser.add_argument("out_dir", help="model folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from nass.export import export_model
+
+    try:
+        export_model(args.run_dir, args.out_dir, overwrite=args.overwrite)
+    except (ValueError, OSError) as exc:
+        return _fail(parser.prog, exc)
+    print(f"{args.run_dir} -> {args.out_dir}")
+    return 0
+
+
+def main(argv=None):
+    """``python -m nass.cli separate|evaluate|export ARGS`` (the console scripts without installing)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {"separate": separate_main, "evaluate": evaluate_main, "export": export_main}
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m nass.cli {{{','.join(commands)}}} ARGS", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,12 +15,11 @@ import math
 import multiprocessing
 import os
 import re
-import warnings
 
 import numpy as np
 import torch
 
-from nass.dataio.audio import atomic_write, read_audio, write_audio
+from nass.dataio.audio import read_audio, write_audio
 from nass.losses.pit import apply_perm, pit_si_snr
 from nass.metrics import BASE_METRICS, CLEAN_MIX_METRICS, NOISE_METRICS, PERCEPTUAL_METRICS, separation_metrics
 
@@ -96,10 +95,18 @@ def _load_refs(row, num_spks, sample_rate):
     if clean_wav and os.path.abspath(clean_wav) != os.path.abspath(row["mix_wav"]):
         clean = read_audio(clean_wav, sample_rate=sample_rate)[0]
     extra = [x for x in (noise, clean) if x is not None]
-    lengths = [len(mix)] + [len(r) for r in refs] + [len(x) for x in extra]
-    n = min(lengths)
-    if max(lengths) != n:
-        warnings.warn(f"{row['ID']}: mixture and references differ in length ({lengths} samples); trimmed to {n}")
+    named = [("mix_wav", mix)] + [(f"s{j}_wav", r) for j, r in enumerate(refs, 1)]
+    named += [(k, x) for k, x in (("noise_wav", noise), ("mix_clean_wav", clean)) if x is not None]
+    n = len(mix)
+    wrong = [f"{row[k]} ({len(x)} samples)" for k, x in named[1:] if len(x) != n]
+    if wrong:
+        from nass.dataio.audio import AudioError
+
+        raise AudioError(
+            f"{row['ID']}: reference length differs from the mixture {row['mix_wav']} ({n} samples): "
+            f"{', '.join(wrong)}. Scoring against a cut or padded reference would be wrong; re-create the "
+            "files or re-run the data preparation (which checks lengths)."
+        )
     targets = np.stack([r[:n] for r in refs], axis=1)
     return tuple(x[:n] if x is not None else None for x in (mix, targets, noise, clean))
 
@@ -139,8 +146,8 @@ def _start_pool(num_workers):
     )
 
 
-def _write_examples(folder, row, mix, est, est_noise, targets, sample_rate):
-    """Write one example, estimates reordered to match the references."""
+def _write_examples(folder, row, mix, est, est_noise, targets, sample_rate, stage=None):
+    """Write one example, estimates reordered to match the references (staged in ``stage``)."""
     perm = pit_si_snr(torch.from_numpy(est).unsqueeze(0).double(), torch.from_numpy(targets).unsqueeze(0).double())[1]
     aligned = apply_perm(torch.from_numpy(est).unsqueeze(0), perm)[0].numpy()
     files = {"mix.wav": mix}
@@ -151,7 +158,11 @@ def _write_examples(folder, row, mix, est, est_noise, targets, sample_rate):
         files["noise_est.wav"] = est_noise
     for name, wav in files.items():
         peak = float(np.abs(wav).max()) if wav.size else 0.0
-        write_audio(os.path.join(folder, name), wav * (0.99 / peak) if peak > 1 else wav, sample_rate)
+        wav = wav * (0.99 / peak) if peak > 1 else wav
+        if stage is None:
+            write_audio(os.path.join(folder, name), wav, sample_rate)
+        else:
+            stage.write_audio(os.path.join(folder, name), wav, sample_rate)
 
 
 def _fmt(value):
@@ -171,6 +182,7 @@ def evaluate_manifest(
     examples_name="examples",
     max_utterances=None,
     sdr_backend="mir_eval",
+    overwrite=False,
 ):
     """Separate every utterance of a manifest and score it.
 
@@ -203,10 +215,17 @@ def evaluate_manifest(
     examples_name : str
         Sub-folder of ``out_dir`` for the example audio (default ``examples``).
     max_utterances : int, optional
-        Score only the first ``max_utterances`` rows of the manifest (quick runs).
+        Score only the first ``max_utterances`` rows of the manifest (quick runs); a
+        positive number (``ValueError`` otherwise: ``-1`` would silently drop the last row).
     sdr_backend : {"mir_eval", "fast_bss_eval"}
         SDR implementation (:func:`nass.metrics.separation_metrics`): the same values,
         ``fast_bss_eval`` several times faster.
+    overwrite : bool
+        Replace the CSV and examples of an earlier evaluation in ``out_dir``; otherwise
+        they are refused (``FileExistsError``) before anything is separated. All outputs
+        are staged and renamed into place at the end
+        (:class:`nass.dataio.audio.OutputStage`): a failure leaves earlier results as they
+        were and removes only what this call created.
 
     Returns
     -------
@@ -222,7 +241,10 @@ def evaluate_manifest(
     nass.dataio.manifest.DatasetError, nass.dataio.audio.AudioError
         Bad manifest or audio (named).
     ValueError
-        ``separate_fn`` output of the wrong shape.
+        ``separate_fn`` output of the wrong shape; ``max_utterances`` < 1; a reference
+        whose length differs from its mixture (``AudioError``, files named).
+    FileExistsError
+        Earlier results in ``out_dir`` and ``overwrite`` is False.
 
     Writes
     ------
@@ -231,11 +253,37 @@ def evaluate_manifest(
     """
     from nass.dataio.manifest import read_manifest
 
+    from nass.dataio.audio import OutputStage
+
+    if max_utterances is not None and int(max_utterances) < 1:
+        raise ValueError(f"--max_utterances {max_utterances}: must be a positive number of utterances (omit it for all)")
     rows = read_manifest(manifest_csv, num_spks)
     if max_utterances is not None:
         rows = rows[: int(max_utterances)]
-    os.makedirs(out_dir, exist_ok=True)
+    stage = OutputStage(overwrite=overwrite)
+    csv_path = stage.claim(path_inside(out_dir, csv_name))
     examples_dir = path_inside(out_dir, examples_name)
+    if save_examples and not overwrite and os.path.isdir(examples_dir) and os.listdir(examples_dir):
+        raise FileExistsError(
+            f"{examples_dir}: holds examples of an earlier evaluation. Pass --overwrite to replace them, or "
+            "choose another --out folder."
+        )
+    try:
+        means = _evaluate_rows(stage, rows, separate_fn, csv_path, examples_dir, num_spks, sample_rate, num_workers,
+                               save_examples, pesq_estoi, sdr_backend)
+        stage.commit()
+    except BaseException:
+        stage.abort()
+        raise
+    summary = format_summary(means)
+    logger.info("%s", summary)
+    print(summary)
+    return means
+
+
+def _evaluate_rows(stage, rows, separate_fn, csv_path, examples_dir, num_spks, sample_rate, num_workers,
+                   save_examples, pesq_estoi, sdr_backend):
+    """The body of :func:`evaluate_manifest`: every output goes through ``stage``."""
     used_names = set()
     results = [None] * len(rows)
     has_noise_est = None
@@ -272,7 +320,7 @@ def evaluate_manifest(
                 n = len(ref_mix)
                 _write_examples(
                     path_inside(examples_dir, name), row, ref_mix, est[:n],
-                    est_noise[:n] if est_noise is not None else None, targets, sample_rate,
+                    est_noise[:n] if est_noise is not None else None, targets, sample_rate, stage=stage,
                 )
             task = (row, est, est_noise, num_spks, sample_rate, pesq_estoi, sdr_backend)
             if executor is None:
@@ -300,18 +348,13 @@ def evaluate_manifest(
     for c in columns:
         values = np.array([r.get(c, float("nan")) for r in results], dtype=np.float64)
         means[c] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-    csv_path = path_inside(out_dir, csv_name)
-    with atomic_write(csv_path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["ID"] + columns)
-            for row, res in zip(rows, results):
-                writer.writerow([row["ID"]] + [_fmt(res.get(c, float("nan"))) for c in columns])
-            writer.writerow(["mean"] + [_fmt(means[c]) for c in columns])
+    with open(stage.path(csv_path), "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ID"] + columns)
+        for row, res in zip(rows, results):
+            writer.writerow([row["ID"]] + [_fmt(res.get(c, float("nan"))) for c in columns])
+        writer.writerow(["mean"] + [_fmt(means[c]) for c in columns])
     means["num_utterances"] = len(rows)
-    summary = format_summary(means)
-    logger.info("%s", summary)
-    print(summary)
     return means
 
 
@@ -368,6 +411,7 @@ def evaluate_with_correction(
     max_utterances=None,
     seed=0,
     sdr_backend="mir_eval",
+    overwrite=False,
 ):
     """Score a separator alone and, with a GeCo / Fast-GeCo corrector, after correction.
 
@@ -393,7 +437,7 @@ def evaluate_with_correction(
     device : str
     chunk_seconds : float
         :class:`nass.inference.Separator` chunking (0: whole utterances, the papers' protocol).
-    num_workers, save_examples, pesq_estoi, max_utterances, sdr_backend
+    num_workers, save_examples, pesq_estoi, max_utterances, sdr_backend, overwrite
         As :func:`evaluate_manifest` (PESQ-NB and ESTOI on by default here).
     seed : int
         ``torch.manual_seed`` before each corrected pass (the samplers draw noise).
@@ -420,7 +464,7 @@ def evaluate_with_correction(
     modes = [correction_mode] if isinstance(correction_mode, str) else list(correction_mode)
     common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
                   save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances,
-                  sdr_backend=sdr_backend)
+                  sdr_backend=sdr_backend, overwrite=overwrite)
     plain = Separator(model, sample_rate, chunk_seconds=chunk_seconds, device=device)
     results = {"separator": evaluate_manifest(plain.separate_batch, manifest_csv, out_dir, **common)}
     if corrector is None:

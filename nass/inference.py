@@ -7,11 +7,21 @@ Model folders
 -------------
 :func:`load_separator` accepts either
 
-* a **training output folder** (what the training Brain writes): ``hyperparams.yaml``
-  (SpeechBrain's copy of the training YAML with the overrides applied) and checkpoints
-  ``save/CKPT+*/separator.ckpt`` with ``CKPT.yaml`` metadata (SpeechBrain's meta file); the checkpoint with
-  the highest ``si-snr`` meta (validation SI-SNR, dB) is used, else the most recent; or
-* an **exported model folder**: ``hyperparams.yaml`` and ``separator.ckpt`` side by side.
+* an **exported model folder** (:mod:`nass.export`; ``nass-export RUN_DIR OUT_DIR``, and
+  ``<output_folder>/model`` at the end of every training): ``hyperparams.yaml`` (model
+  objects only), ``separator.ckpt`` and ``model_card.json`` whose SHA-256 of both files
+  is verified before anything is read;
+* a **training output folder**: SpeechBrain's copy of the training ``hyperparams.yaml``
+  and checkpoints ``save/CKPT+*/separator.ckpt`` with ``CKPT.yaml``; the checkpoint with
+  the highest ``si-snr`` meta (validation SI-SNR, dB) is used, else the most recent, and
+  its size and CRC-32 are checked against ``CKPT.yaml``; or
+* an older export without card: ``hyperparams.yaml`` and ``separator.ckpt`` side by side.
+
+In every case only the separator's objects of the YAML are built
+(:func:`nass.export.model_yaml`), never the training checkpointer, loggers or data
+objects: loading creates, changes and deletes nothing, works from any working directory
+and from a read-only copy, and leaves a training that is running in the folder alone.
+Weights holding NaN / Inf are refused, and so is a model output that is not finite.
 
 .. warning::
    ``hyperparams.yaml`` is HyperPyYAML: loading it imports modules and calls the
@@ -30,8 +40,11 @@ normalised correlation with the previous chunk over their common samples (the
 Outputs are preallocated; at most one chunk's activations exist at a time.
 """
 
+import contextlib
 import glob
+import io
 import itertools
+import json
 import logging
 import math
 import os
@@ -41,7 +54,7 @@ import warnings
 import numpy as np
 import torch
 
-from nass.dataio.audio import AudioError, read_audio, write_audio
+from nass.dataio.audio import AudioError, read_audio, resample
 from nass.separation import fit_length
 
 logger = logging.getLogger(__name__)
@@ -55,8 +68,12 @@ class ModelLoadError(ValueError):
     """A model folder or checkpoint that cannot be used; the message names it and the fix."""
 
 
+class ModelOutputError(ValueError):
+    """The model's output is unusable (NaN / Inf for a finite input)."""
+
+
 # --------------------------------------------------------------------------- loading
-def load_state_dict(path, device="cpu"):
+def load_state_dict(path, device="cpu", data=None):
     """Read a ``state_dict`` with ``torch.load(weights_only=True)``.
 
     Parameters
@@ -65,6 +82,8 @@ def load_state_dict(path, device="cpu"):
         Checkpoint file (``torch.save(module.state_dict(), path)``).
     device : str or torch.device
         ``map_location``.
+    data : bytes, optional
+        The file's contents, already read (and verified); ``path`` then only names it.
 
     Returns
     -------
@@ -85,10 +104,10 @@ def load_state_dict(path, device="cpu"):
     >>> sorted(load_state_dict(p))
     ['bias', 'weight']
     """
-    if not os.path.isfile(path):
+    if data is None and not os.path.isfile(path):
         raise ModelLoadError(f"{path}: checkpoint not found. Train first or point --model at the training output folder.")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(io.BytesIO(data) if data is not None else path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelLoadError(
             f"{path}: refused to load: the file holds objects other than tensors (a pickle that could "
@@ -192,19 +211,154 @@ def find_checkpoint(source):
     return max(candidates, key=lambda c: (c[1], c[2]))[3]
 
 
-def load_separator(source, device="cpu", savedir=None):
-    """Build the separator of a model folder and load its best checkpoint.
+class ModelFiles:
+    """The verified contents of a model folder, read once into memory (nothing is executed).
+
+    Attributes
+    ----------
+    kind : {"exported", "legacy", "training"}
+        A model folder with ``model_card.json``; ``hyperparams.yaml`` + ``separator.ckpt``
+        without a card (older exports); a training output folder.
+    yaml_path : str
+        The ``hyperparams.yaml`` read.
+    yaml_text : str
+        Its model-only form (:func:`nass.export.model_yaml`): building it creates nothing.
+    weights : bytes
+        The ``separator.ckpt`` bytes that were verified.
+    weights_path : str
+        Where they were read.
+    card : dict or None
+        ``model_card.json`` of an exported folder.
+    ckpt_meta : dict or None
+        ``CKPT.yaml`` of the training checkpoint used.
+    """
+
+    def __init__(self, kind, yaml_path, yaml_text, weights, weights_path, card=None, ckpt_meta=None):
+        self.kind, self.yaml_path, self.yaml_text = kind, yaml_path, yaml_text
+        self.weights, self.weights_path, self.card, self.ckpt_meta = weights, weights_path, card, ckpt_meta
+
+    def check_weights(self):
+        """The weights as a state_dict, refusing non-finite values.
+
+        Returns
+        -------
+        dict
+            Parameter name -> tensor (CPU).
+
+        Raises
+        ------
+        ModelLoadError
+            Not a plain state_dict (refused unexecuted), or NaN / Inf in a tensor (named).
+        """
+        state = load_state_dict(self.weights_path, data=self.weights)
+        for name, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                bad = int((~torch.isfinite(value)).sum())
+                raise ModelLoadError(
+                    f"{self.weights_path}: tensor {name!r} holds {bad} NaN/Inf value(s): the weights are damaged "
+                    "(or the training diverged). Re-copy or re-export the model, or use an earlier checkpoint."
+                )
+        return state
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_model_folder(source):
+    """Read and verify a model folder without building or writing anything.
 
     Parameters
     ----------
     source : str
-        Local training output folder or exported model folder (module docstring).
-        Its ``hyperparams.yaml`` is trusted code (HyperPyYAML executes Python).
+        An exported model folder (``model_card.json``, :mod:`nass.export`), an older
+        ``hyperparams.yaml`` + ``separator.ckpt`` folder, or a training output folder
+        (its best checkpoint, :func:`find_checkpoint`). Any working directory.
+
+    Returns
+    -------
+    ModelFiles
+
+    Raises
+    ------
+    ModelLoadError
+        Missing folder or files; a file whose SHA-256 differs from the card's, or whose
+        size / CRC-32 differs from its ``CKPT.yaml`` (named, with the fix).
+
+    Example
+    -------
+    >>> read_model_folder("/nonexistent/model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nass.inference.ModelLoadError: /nonexistent/model: model folder not found...
+    """
+    from nass import export
+
+    source = os.fspath(source)
+    if not os.path.isdir(source):
+        raise ModelLoadError(
+            f"{source}: model folder not found. Point --model at a training output folder "
+            "(holding hyperparams.yaml and save/) or an exported model folder."
+        )
+    if os.path.isfile(os.path.join(source, export.CARD)):
+        card, contents = export.read_verified(source, (export.MODEL_YAML, export.WEIGHTS))
+        return ModelFiles("exported", os.path.join(source, export.MODEL_YAML),
+                          contents[export.MODEL_YAML].decode("utf-8"), contents[export.WEIGHTS],
+                          os.path.join(source, export.WEIGHTS), card=card)
+    yaml_path = os.path.join(source, export.MODEL_YAML)
+    if not os.path.isfile(yaml_path):
+        raise ModelLoadError(
+            f"{source}: no hyperparams.yaml. Point --model at the training output folder "
+            "(where training wrote hyperparams.yaml), not at a checkpoint subfolder."
+        )
+    flat = os.path.join(source, export.WEIGHTS)
+    if os.path.isfile(flat):
+        kind, weights_path, weights, meta = "legacy", flat, _read_bytes(flat), None
+    else:
+        kind = "training"
+        for attempt in range(3):  # a running training may delete its older checkpoint meanwhile
+            weights_path = find_checkpoint(source)
+            try:
+                weights = _read_bytes(weights_path)  # verified and loaded from these very bytes
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise ModelLoadError(f"{weights_path}: vanished while being read; retry.") from None
+                continue
+            break
+        ckpt_dir = os.path.dirname(weights_path)
+        meta = _checkpoint_meta(ckpt_dir)
+        expected = (meta.get("files") or {}).get(export.WEIGHTS) if isinstance(meta.get("files"), dict) else None
+        if expected:
+            from nass.checkpoints import CheckpointLoadError, verify_file
+
+            try:
+                verify_file(weights_path, expected, ckpt_dir, data=weights)
+            except CheckpointLoadError as exc:
+                raise ModelLoadError(str(exc)) from exc
+    return ModelFiles(kind, yaml_path, export.model_yaml(yaml_path), weights, weights_path, ckpt_meta=meta)
+
+
+def load_separator(source, device="cpu", savedir=None):
+    """Build the separator of a model folder and load its weights, read-only.
+
+    Only the separator's objects are built (:func:`nass.export.model_yaml`): never the
+    training checkpointer, loggers or data objects of a training YAML, so loading a model
+    creates, changes and deletes nothing (no folders at the training ``output_folder``,
+    no removal of a running training's ``.incomplete-CKPT+*``), from any working directory,
+    from a copied or read-only folder.
+
+    Parameters
+    ----------
+    source : str
+        Model folder or training output folder (:func:`read_model_folder`). Its YAML is
+        trusted code (HyperPyYAML executes Python).
     device : str
         Where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
     savedir : str, optional
-        Reserved for fetching remote models; only local folders are supported, so it
-        must be ``None`` or is ignored for a local ``source``.
+        When given, a portable copy of the model (:mod:`nass.export` layout) is written
+        there (left as is when it already holds these exact files). The only place anything
+        is written.
 
     Returns
     -------
@@ -212,14 +366,15 @@ def load_separator(source, device="cpu", savedir=None):
         The ``separator`` of the YAML (a :class:`nass.separation.MaskingSeparator`),
         weights loaded, in ``eval()`` mode on ``device``.
     hparams : dict
-        The loaded YAML (``sample_rate``, ``num_spks``, ...).
+        The loaded model YAML (``sample_rate``, ``num_spks``, ``noise_target``,
+        ``separator``) and ``model_card`` (the card, or None).
 
     Raises
     ------
     ModelLoadError
         Folder missing, no ``hyperparams.yaml``, a YAML without ``separator`` /
-        ``sample_rate``, no checkpoint, a checkpoint that is not a plain state_dict
-        (refused unexecuted) or does not match the YAML's model.
+        ``sample_rate``, no checkpoint, a checksum mismatch, a checkpoint that is not a
+        plain state_dict (refused unexecuted), holds NaN / Inf, or does not match the model.
 
     Example
     -------
@@ -228,46 +383,41 @@ def load_separator(source, device="cpu", savedir=None):
     ...
     nass.inference.ModelLoadError: /nonexistent/model: model folder not found...
     """
-    del savedir  # only local folders
-    source = os.fspath(source)
-    if not os.path.isdir(source):
-        raise ModelLoadError(
-            f"{source}: model folder not found. Point --model at a training output folder "
-            "(holding hyperparams.yaml and save/) or an exported model folder."
-        )
-    yaml_path = os.path.join(source, "hyperparams.yaml")
-    if not os.path.isfile(yaml_path):
-        raise ModelLoadError(
-            f"{source}: no hyperparams.yaml. Point --model at the training output folder "
-            "(where training wrote hyperparams.yaml), not at a checkpoint subfolder."
-        )
-    ckpt = find_checkpoint(source)  # before running the YAML: fail fast and cheap
     from hyperpyyaml import load_hyperpyyaml
 
+    files = read_model_folder(source)
+    state = files.check_weights()  # before running the YAML: fail fast and cheap
     try:
-        with open(yaml_path, encoding="utf-8") as f:
-            hparams = load_hyperpyyaml(f)
+        hparams = load_hyperpyyaml(files.yaml_text)
     except Exception as exc:
         raise ModelLoadError(
-            f"{yaml_path}: cannot be loaded ({type(exc).__name__}: {exc}). The YAML must load "
+            f"{files.yaml_path}: cannot be loaded ({type(exc).__name__}: {exc}). The YAML must load "
             "without overrides; fix the entry named above."
         ) from exc
-    missing = [k for k in ("separator", "sample_rate") if k not in hparams]
-    if missing:
-        raise ModelLoadError(f"{yaml_path}: missing key(s) {', '.join(missing)}; it is not a separator's hyperparams.yaml.")
     model = hparams["separator"]
     if not isinstance(model, torch.nn.Module):
-        raise ModelLoadError(f"{yaml_path}: 'separator' is a {type(model).__name__}, not a torch.nn.Module.")
-    state = load_state_dict(ckpt, device="cpu")
+        raise ModelLoadError(f"{files.yaml_path}: 'separator' is a {type(model).__name__}, not a torch.nn.Module.")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(
-            f"{ckpt}: does not match the model of {yaml_path} ({str(exc).splitlines()[0]}). "
+            f"{files.weights_path}: does not match the model of {files.yaml_path} ({str(exc).splitlines()[0]}). "
             "The checkpoint belongs to another configuration; use the folder it was trained in."
         ) from exc
-    logger.info("loaded %s", ckpt)
+    logger.info("loaded %s", files.weights_path)
     model.to(device).eval()
+    hparams["model_card"] = files.card
+    if savedir is not None:
+        from nass import export
+
+        card_path = os.path.join(os.fspath(savedir), export.CARD)
+        same = False
+        if os.path.isfile(card_path):
+            with contextlib.suppress(ModelLoadError):
+                same = read_model_folder(savedir).weights == files.weights
+        if not same:
+            export.write_model_folder(savedir, files.yaml_text, files.weights,
+                                      export.build_card(files, os.fspath(source)), overwrite=True)
     return model, hparams
 
 
@@ -324,7 +474,10 @@ class Separator:
     Raises
     ------
     ValueError
-        Non-positive rate, negative or too long overlap.
+        Non-positive rate; ``chunk_seconds`` / ``overlap_seconds`` negative, NaN or
+        infinite; an overlap not shorter than the chunk.
+    ModelOutputError
+        (when separating) the model returned NaN / Inf for a finite input.
 
     Example
     -------
@@ -356,6 +509,12 @@ class Separator:
         self.sample_rate = int(sample_rate)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        for name, value in (("chunk_seconds", chunk_seconds), ("overlap_seconds", overlap_seconds)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"Separator: {name}={value!r} must be a finite number of seconds >= 0 "
+                    f"({'0 = one pass' if name == 'chunk_seconds' else 'e.g. 1.0'})"
+                )
         self.chunk = int(round(chunk_seconds * self.sample_rate)) if chunk_seconds else 0
         self.overlap = int(round(overlap_seconds * self.sample_rate)) if self.chunk else 0
         if self.chunk and not 0 <= self.overlap < self.chunk:
@@ -369,26 +528,45 @@ class Separator:
         self.correction_steps = int(correction_steps)
 
     @classmethod
-    def from_hparams(cls, source, device="cpu", **kw):
-        """Load a model folder (:func:`load_separator`) and wrap it.
+    def from_hparams(cls, source, savedir=None, run_opts=None, device=None, **kw):
+        """Load a model folder read-only (:func:`load_separator`) and wrap it.
+
+        The keywords follow SpeechBrain's ``Pretrained.from_hparams``.
 
         Parameters
         ----------
         source : str
-            Training output folder or exported model folder (trusted code).
-        device : str
-            Where the model runs.
+            Exported model folder or training output folder (trusted code), any cwd.
+        savedir : str, optional
+            Where a portable copy of the model is written (nothing is written without it).
+        run_opts : dict, optional
+            SpeechBrain's run options; ``run_opts["device"]`` is used (other keys are ignored).
+        device : str, optional
+            Where the model runs (overrides ``run_opts``; default ``"cpu"``).
         **kw
             Other :class:`Separator` arguments (``chunk_seconds``, ``corrector``, ...).
 
         Returns
         -------
         Separator
+            With ``hparams`` (the model YAML) and ``card`` (``model_card.json`` or None).
+
+        Raises
+        ------
+        ModelLoadError
+            See :func:`load_separator`.
         """
-        model, hparams = load_separator(source, device=device)
+        if device is None:
+            device = (run_opts or {}).get("device", "cpu")
+        model, hparams = load_separator(source, device=device, savedir=savedir)
         sep = cls(model, hparams["sample_rate"], device=device, **kw)
         sep.hparams = hparams
+        sep.card = hparams.get("model_card")
         return sep
+
+    def __call__(self, mix):
+        """``separator(mix [B, T])`` is :meth:`separate_batch`: ``(est_sources [B, T, S], est_noise [B, T] or None)``."""
+        return self.separate_batch(mix)
 
     # -- core ---------------------------------------------------------------
     def _forward(self, mix):
@@ -398,6 +576,11 @@ class Separator:
         out = self.model(padded)
         est = out.est_sources[:, :length]
         noise = out.est_noise[:, :length] if out.est_noise is not None else None
+        if not torch.isfinite(est).all() or (noise is not None and not torch.isfinite(noise).all()):
+            raise ModelOutputError(
+                "the separator produced NaN or Inf samples for a finite input: its weights are damaged or "
+                "it diverged in training. Re-export or re-train the model (nothing was written)."
+            )
         if self.corrector is not None:
             m = mix
             est = torch.stack(
@@ -482,18 +665,16 @@ class Separator:
         x = torch.from_numpy(np.ascontiguousarray(samples)).unsqueeze(0)
         length = x.shape[-1]
         if rate != self.sample_rate:
-            import torchaudio.functional as AF
-
-            x = AF.resample(x, rate, self.sample_rate)
+            x = resample(x, rate, self.sample_rate, name=path)  # an odd rate warns, naming the file
         est, noise = self.separate_batch(x)
         est = est[0].T  # [S, T']
         noise = noise[0] if noise is not None else None
         if rate != self.sample_rate:
-            import torchaudio.functional as AF
-
-            est = AF.resample(est.contiguous(), self.sample_rate, rate)
-            if noise is not None:
-                noise = AF.resample(noise.unsqueeze(0), self.sample_rate, rate)[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the same odd-rate warning again, already given
+                est = resample(est, self.sample_rate, rate)
+                if noise is not None:
+                    noise = resample(noise.unsqueeze(0), self.sample_rate, rate)[0]
         est = fit_length(est, length).T.contiguous()
         if noise is not None:
             noise = fit_length(noise, length)
@@ -531,12 +712,31 @@ def _peak_safe(wav):
     return wav * (0.99 / peak) if peak > 1.0 else wav
 
 
-def separate_to_folder(separator, path, out_dir):
+def output_names(separator):
+    """File names :func:`separate_to_folder` writes for this separator's model.
+
+    Example
+    -------
+    >>> import torch
+    >>> m = torch.nn.Identity(); m.num_spks, m.noise_target = 2, "extra_output"
+    >>> output_names(Separator(m, 8000))
+    ['s1.wav', 's2.wav', 'noise.wav']
+    """
+    model = separator.model
+    names = [f"s{j + 1}.wav" for j in range(int(getattr(model, "num_spks", 2)))]
+    if getattr(model, "noise_target", "none") == "extra_output":
+        names.append("noise.wav")
+    return names
+
+
+def separate_to_folder(separator, path, out_dir, overwrite=False, stage=None):
     """Separate one file and write ``s1.wav``, ``s2.wav`` [, ``s3.wav``] [, ``noise.wav``].
 
-    Files are 16-bit PCM at the input's rate, each written atomically; an estimate whose
-    peak exceeds 1 is scaled down to 0.99 (separators are scale-invariant). If writing
-    fails midway, the files already written by this call are removed.
+    Files are 16-bit PCM at the input's rate; an estimate whose peak exceeds 1 is scaled
+    down to 0.99 (separators are scale-invariant). They are staged under hidden names
+    and renamed into place only when all are written (:class:`nass.dataio.audio.OutputStage`);
+    a failure removes only what this call staged or created. An existing output is
+    refused unless ``overwrite``.
 
     Parameters
     ----------
@@ -545,32 +745,47 @@ def separate_to_folder(separator, path, out_dir):
         Input audio file.
     out_dir : str
         Output folder (created).
+    overwrite : bool
+        Replace existing outputs.
+    stage : nass.dataio.audio.OutputStage, optional
+        Stage of a larger run (``nass-separate`` with several inputs): the files are
+        staged there and renamed when the caller commits it. Without it, this call commits.
 
     Returns
     -------
     list of str
-        The written paths.
+        The output paths (final names).
 
     Raises
     ------
     nass.dataio.audio.AudioError
         Bad input (see :meth:`Separator.separate_file`); nothing is written.
+    FileExistsError
+        An output exists and ``overwrite`` is False (checked before separating).
+    OSError
+        A full disk (one line naming the folder).
     """
-    est, noise, rate = separator._separate_file(path)
-    outputs = [(f"s{j + 1}.wav", est[:, j]) for j in range(est.shape[1])]
-    if noise is not None:
-        outputs.append(("noise.wav", noise))
-    written = []
+    from nass.dataio.audio import OutputStage
+
+    own = stage is None
+    stage = OutputStage(overwrite=overwrite) if own else stage
     try:
+        finals = [os.path.join(out_dir, name) for name in output_names(separator)]
+        for final in finals:
+            stage.claim(final)
+        est, noise, rate = separator._separate_file(path)
+        outputs = [(f"s{j + 1}.wav", est[:, j]) for j in range(est.shape[1])]
+        if noise is not None:
+            outputs.append(("noise.wav", noise))
+        written = []
         for name, wav in outputs:
             target = os.path.join(out_dir, name)
-            write_audio(target, _peak_safe(wav), rate)
-            written.append(target)
+            stage.write_audio(target, _peak_safe(wav), rate)
+            written.append(os.path.abspath(target))
+        if own:
+            stage.commit()
     except BaseException:
-        for p in written:
-            try:
-                os.remove(p)
-            except OSError:
-                pass
+        if own:
+            stage.abort()
         raise
     return written

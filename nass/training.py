@@ -12,6 +12,9 @@ WHAM! and custom folders share one tested path:
 5. On the main process: the best checkpoint (highest validation SI-SNR) is evaluated on
    the test split (``nass.evaluation.evaluate_manifest``): per-utterance CSV, means,
    separated examples, next to the checkpoints.
+6. On the main process: ``<output_folder>/model``, the portable model folder
+   (:mod:`nass.export`: model-only YAML, weights with SHA-256, JSON card with the test
+   metrics), written atomically.
 """
 
 import dataclasses
@@ -311,6 +314,7 @@ def evaluate_best(brain, hparams, manifests):
         save_examples=hparams.get("n_audio_to_save", 5),
         pesq_estoi=hparams.get("eval_pesq_estoi", False),
         sdr_backend=hparams.get("eval_sdr_backend", "mir_eval"),
+        overwrite=True,  # the run's own test folder: a resumed or repeated run re-scores it
     )
 
 
@@ -352,6 +356,40 @@ def run_separation(argv=None):
     train_kwargs.setdefault("collate_fn", PaddedBatch)
     valid_kwargs = dict(hparams.get("valid_dataloader_opts", {"batch_size": 1}))
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_kwargs, valid_loader_kwargs=valid_kwargs)
-    if not test_rows or not sb.utils.distributed.if_main_process():
+    if not sb.utils.distributed.if_main_process():
         return None
-    return evaluate_best(brain, hparams, manifests)
+    metrics = evaluate_best(brain, hparams, manifests) if test_rows else None
+    export_trained_model(hparams["output_folder"], metrics)
+    return metrics
+
+
+def export_trained_model(output_folder, metrics=None):
+    """Write ``<output_folder>/model``, the portable model folder of a finished training.
+
+    :func:`nass.export.export_model` of the best checkpoint (highest validation SI-SNR),
+    with the test metrics in its card; atomic, replacing the folder of an earlier run of
+    the same training. A failure (no checkpoint, full disk) is logged, not raised: the
+    training's own results are complete without it.
+
+    Parameters
+    ----------
+    output_folder : str
+        The training output folder.
+    metrics : dict, optional
+        Mean test metrics (:func:`evaluate_best`).
+
+    Returns
+    -------
+    str or None
+        The model folder, or None when it could not be written.
+    """
+    from nass.export import export_model
+
+    target = os.path.join(output_folder, "model")
+    try:
+        export_model(output_folder, target, overwrite=True, test_metrics=metrics)
+    except (ValueError, OSError) as exc:
+        logger.error("the model folder %s was not written: %s (export later with nass-export)", target, exc)
+        return None
+    logger.info("portable model folder: %s (nass-separate --model %s)", target, target)
+    return target

@@ -94,6 +94,22 @@ def install(fault, marker):
                 hang(marker)
         AtomicCheckpointer.save_checkpoint = save_checkpoint
         AtomicCheckpointer._save_recoverable = save_recoverable
+    elif kind == "pause":  # inside the nth save, after `after_files` files, until <marker>.go exists
+        saves = {"n": 0, "files": 0}
+        save = AtomicCheckpointer.save_checkpoint
+        def save_checkpoint(self, *a, **k):
+            saves["n"], saves["files"] = saves["n"] + 1, 0
+            return save(self, *a, **k)
+        one = AtomicCheckpointer._save_recoverable
+        def save_recoverable(self, name, obj, path):
+            one(self, name, obj, path)
+            saves["files"] += 1
+            if saves["n"] == fault["nth"] and saves["files"] == fault["after_files"]:
+                open(marker, "w").close()
+                while not os.path.exists(marker + ".go"):
+                    time.sleep(0.05)
+        AtomicCheckpointer.save_checkpoint = save_checkpoint
+        AtomicCheckpointer._save_recoverable = save_recoverable
     elif kind == "delete":  # in the middle of removing the first checkpoint deleted by this launch
         import shutil
         rmtree = shutil.rmtree
@@ -268,6 +284,11 @@ def check_final_bookkeeping(out):
     assert last.meta["epoch"] == N_EPOCHS and int(last.paramfiles["counter"].read_text()) == N_EPOCHS
     logged = valid_si_snr_by_epoch(out / "train_log.txt")
     assert sorted(logged) == list(range(1, N_EPOCHS + 1))
+    # each epoch logged once, also after a kill during its checkpoint save (issue 19)
+    text = (out / "train_log.txt").read_text()
+    assert [text.count(f"epoch: {e},") for e in logged] == [1] * N_EPOCHS, text
+    jsonl_epochs = [json.loads(line)["epoch"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert sorted(jsonl_epochs) == list(range(1, N_EPOCHS + 1)), jsonl_epochs
     best_epoch = max(logged, key=logged.get)
     assert epochs == {N_EPOCHS, best_epoch}
     for c in kept:  # train_log prints 3 significant digits
@@ -548,3 +569,38 @@ def test_full_disk_is_reported_by_check_writable(tmp_path, monkeypatch):
         check_writable(str(tmp_path / "o"))
     monkeypatch.undo()
     assert os.listdir(tmp_path / "o") == []  # the probe file is removed
+
+
+# ----------------------------------------------------------------------------- 6. read while training (issue 19)
+def test_separating_while_a_training_saves_leaves_it_unharmed(zygote, tiny_librimix, tmp_path):
+    """A training paused inside its epoch-2 checkpoint write (a hidden .incomplete-CKPT+* with
+    2 files); meanwhile nass-separate and nass-evaluate read the folder (its epoch-1 checkpoint);
+    then the training continues and finishes as if nothing happened. Before issue 19 the reading
+    built the training checkpointer, which deleted the hidden folder and crashed the save."""
+    import numpy as np
+
+    from nass.cli import evaluate_main, separate_main
+    from nass.dataio.audio import write_audio
+
+    out = tmp_path / "run"
+    zygote.start(recipe_argv(tiny_librimix, out), fault={"kind": "pause", "nth": 2, "after_files": 2})
+    try:
+        assert zygote.wait_marker(), zygote.output()[-3000:]
+        pending = hidden(out / "save")
+        assert len(pending) == 1 and pending[0].startswith(INCOMPLETE_PREFIX)
+        files = sorted(os.listdir(out / "save" / pending[0]))
+        assert len(files) == 2
+        wav = str(tmp_path / "x.wav")
+        write_audio(wav, np.random.default_rng(0).uniform(-0.3, 0.3, 4000).astype("float32"), 8000)
+        assert separate_main([wav, "--model", str(out), "--out", str(tmp_path / "sep")]) == 0
+        manifest = next(str(p) for p in (out / "save").glob("*dev.csv"))
+        assert evaluate_main(["--model", str(out), "--manifest", manifest, "--out", str(tmp_path / "eval"),
+                              "--num_workers", "0", "--save_examples", "0"]) == 0
+        assert sorted(os.listdir(out / "save" / pending[0])) == files  # untouched
+    finally:
+        open(str(zygote.marker) + ".go", "w").close()
+    result = zygote.result()
+    assert result["code"] == 0, zygote.output()[-3000:]
+    kept = checkpoints(out / "save")
+    assert max(c.meta["epoch"] for c in kept) == N_EPOCHS and not hidden(out / "save")
+    assert sorted(os.listdir(out / "model")) == ["hyperparams.yaml", "model_card.json", "separator.ckpt"]

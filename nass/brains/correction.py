@@ -282,7 +282,7 @@ class CorrectionBrain(sb.core.Brain):
         Parameters
         ----------
         folder : str
-            Destination (``corrector.json`` + ``corrector.ckpt``, atomic writes).
+            Destination (``corrector.json``, ``corrector.ckpt``, ``model_card.json``; written as a whole).
 
         Returns
         -------

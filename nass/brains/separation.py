@@ -60,6 +60,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import time
 
 import speechbrain as sb
@@ -79,6 +80,71 @@ EPOCH_SCHEDULER_ARGS = {
     ("current_epoch",): "epoch",  # StepScheduler, LinearScheduler
 }
 STEP_SCHEDULER_ARGS = {("opt",): "step", ("opt", "num_updates"): "step_count"}
+
+
+_EPOCH_LINE = re.compile(r"^epoch: (\d+),")
+
+
+def prune_epoch_logs(paths, last_epoch):
+    """Drop the log lines of epochs after ``last_epoch`` (the last one the recovered checkpoint holds).
+
+    An epoch is logged at its end, just before its checkpoint is written; a run killed
+    during that write redoes the epoch on resume and would log it a second time. On resume
+    the lines of epochs the checkpoint does not hold are removed (atomically, with a
+    warning), so every epoch appears once, with the values of the run that was kept.
+
+    Parameters
+    ----------
+    paths : list of str
+        ``train_log.txt`` (SpeechBrain's ``FileTrainLogger``: lines ``epoch: N, ...``) and
+        ``train_log.jsonl`` (one JSON object with ``"epoch"`` per line); missing files are skipped.
+    last_epoch : int
+        The recovered epoch counter (0 without checkpoint).
+
+    Returns
+    -------
+    int
+        Lines removed.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "train_log.txt")
+    >>> _ = open(p, "w").write("epoch: 1, lr: 1 - valid si-snr: 2\\nepoch: 2, lr: 1 - valid si-snr: 3\\n")
+    >>> prune_epoch_logs([p], last_epoch=1), open(p).read()
+    (1, 'epoch: 1, lr: 1 - valid si-snr: 2\\n')
+    """
+    from nass.dataio.audio import atomic_write
+
+    removed = 0
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+        keep = []
+        for line in lines:
+            epoch = None
+            m = _EPOCH_LINE.match(line)
+            if m:
+                epoch = int(m.group(1))
+            elif line.lstrip().startswith("{"):
+                try:
+                    epoch = int(json.loads(line).get("epoch"))
+                except (ValueError, TypeError, AttributeError):
+                    epoch = None
+            if epoch is not None and epoch > last_epoch:
+                continue
+            keep.append(line)
+        if len(keep) != len(lines):
+            with atomic_write(path) as tmp:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.writelines(keep)
+            logger.warning("%s: removed %d line(s) of epochs after %d, which no checkpoint holds (the run was "
+                           "interrupted before their checkpoint was complete; they are redone)",
+                           path, len(lines) - len(keep), last_epoch)
+            removed += len(lines) - len(keep)
+    return removed
 
 
 def scheduler_kind(scheduler):
@@ -141,9 +207,15 @@ class SeparationBrain(sb.core.Brain):
 
     # ------------------------------------------------------------------ set-up
     def on_fit_start(self):
-        """Check the method options against the model before the first step."""
+        """Check the method options, recover the last checkpoint, drop log lines of epochs it lacks."""
         self._check_config()
         super().on_fit_start()
+        counter = (self.checkpointer.recoverables.get("counter") if self.checkpointer is not None else None)
+        if counter is not None and sb.utils.distributed.if_main_process():
+            folder = getattr(self.hparams, "output_folder", None)
+            logger_ = getattr(self.hparams, "train_logger", None)
+            paths = [getattr(logger_, "save_file", None)] + ([os.path.join(folder, "train_log.jsonl")] if folder else [])
+            prune_epoch_logs([p for p in paths if p], int(getattr(counter, "current", 0)))
         self._fit_start_time = time.time()
 
     def _check_config(self):

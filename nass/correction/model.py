@@ -43,6 +43,7 @@ Losses:
   to the clean waveform up to STFT round-off.
 """
 
+import io
 import json
 import os
 
@@ -400,17 +401,20 @@ class GeCoModel(torch.nn.Module):
 
 CONFIG_NAME = "corrector.json"
 WEIGHTS_NAME = "corrector.ckpt"
+#: ``format`` of a corrector folder's ``model_card.json`` (the card of :mod:`nass.export`).
+CORRECTOR_FORMAT = "nass-corrector/1"
 
 
 def save_corrector(model, folder, ema=None):
-    """Write a :class:`GeCoModel` to ``folder`` (``corrector.json`` + ``corrector.ckpt``).
+    """Write a :class:`GeCoModel` to ``folder`` (``corrector.json``, ``corrector.ckpt``, ``model_card.json``).
 
     Parameters
     ----------
     model : GeCoModel
         With a :class:`ScoreModel`, a registered SDE and a :class:`SpecTransform`.
     folder : str
-        Created if needed; both files are written atomically.
+        Written as a whole (:func:`nass.export.write_artifact_folder`: staged, then renamed;
+        an earlier folder there is replaced); the card lists both files' SHA-256.
     ema : ExponentialMovingAverage, optional
         When given, the averaged weights are saved (the model is left unchanged).
 
@@ -441,18 +445,25 @@ def save_corrector(model, folder, ema=None):
         "fast_steps": model.fast_steps,
         "frame_multiple": model.frame_multiple,
     }
-    os.makedirs(folder, exist_ok=True)
-    with atomic_write(os.path.join(folder, CONFIG_NAME)) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(config, fh, indent=2)
-    with atomic_write(os.path.join(folder, WEIGHTS_NAME)) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    import nass
+    from nass.export import git_commit, write_artifact_folder
+
+    card = {"format": CORRECTOR_FORMAT, "sde": config["sde"].get("name"), "nass_version": nass.__version__,
+            "git_commit": git_commit()}
+    files = {CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode("utf-8"), WEIGHTS_NAME: buffer.getvalue()}
+    write_artifact_folder(folder, files, card, overwrite=True, option="--output_folder")
 
 
 def load_corrector(folder, device="cpu"):
     """Load a corrector written by :func:`save_corrector` (in eval mode on ``device``).
 
-    Weights are read with ``torch.load(..., weights_only=True)``.
+    The folder shares the model card of separator folders (:mod:`nass.export`):
+    ``model_card.json`` lists the SHA-256 of ``corrector.json`` and ``corrector.ckpt``,
+    checked before anything is used (folders written before the card are read unchecked).
+    Weights are read with ``torch.load(..., weights_only=True)`` from the bytes checked.
+    Nothing is written.
 
     Parameters
     ----------
@@ -468,7 +479,8 @@ def load_corrector(folder, device="cpu"):
     Raises
     ------
     ValueError
-        If a file is missing or does not match (message names the folder).
+        If a file is missing or does not match (message names the folder), or a file's
+        SHA-256 differs from the card's (``nass.inference.ModelLoadError``, file named).
     """
     cfg_path = os.path.join(folder, CONFIG_NAME)
     w_path = os.path.join(folder, WEIGHTS_NAME)
@@ -478,16 +490,24 @@ def load_corrector(folder, device="cpu"):
             f"load_corrector: {folder} lacks {', '.join(os.path.basename(p) for p in missing)}; "
             "write the folder with nass.correction.save_corrector"
         )
+    from nass.export import CARD, read_verified
+
+    if os.path.isfile(os.path.join(folder, CARD)):  # SHA-256 of both files checked, then read from memory
+        _, contents = read_verified(folder, (CONFIG_NAME, WEIGHTS_NAME))
+    else:  # a folder written before the card: unchecked
+        contents = {}
+        for name, path in ((CONFIG_NAME, cfg_path), (WEIGHTS_NAME, w_path)):
+            with open(path, "rb") as fh:
+                contents[name] = fh.read()
     try:
-        with open(cfg_path) as fh:
-            cfg = json.load(fh)
+        cfg = json.loads(contents[CONFIG_NAME].decode("utf-8"))
         sde_cfg = dict(cfg["sde"])
         sde = get_sde(sde_cfg.pop("name"), **sde_cfg)
         net = ScoreModel(**cfg["score_model"])
         model = GeCoModel(sde, net, SpecTransform(**cfg["transform"]),
                           reverse_start=cfg["reverse_start"], fast_steps=cfg["fast_steps"],
                           frame_multiple=cfg["frame_multiple"])
-        net.load_state_dict(torch.load(w_path, map_location="cpu", weights_only=True))
-    except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
+        net.load_state_dict(torch.load(io.BytesIO(contents[WEIGHTS_NAME]), map_location="cpu", weights_only=True))
+    except (KeyError, TypeError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"load_corrector: {folder} is not a valid corrector folder: {exc}") from exc
     return model.to(device).eval()

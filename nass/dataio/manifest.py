@@ -33,7 +33,7 @@ import json
 import logging
 import os
 
-from nass.dataio.audio import AudioError, atomic_write, audio_info
+from nass.dataio.audio import AudioError, atomic_write, audio_info, scan_samples
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +297,17 @@ def _pair_files(spec):
         )
     listings = {}
     problems = []
+    for folder, files in [(spec.mix_dir, mixtures)] + [(d, list_audio_files(d)) for _, d in _other_dirs(spec)]:
+        by_stem = {}
+        for name in files:
+            by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+        clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+        if clashes:
+            problems.append(
+                f"{len(clashes)} name(s) in {folder} exist with two extensions ({describe_files(clashes)}): an "
+                "utterance ID is the file name without its extension, so one of them would be lost. Keep one "
+                "format per utterance (remove or convert the others)."
+            )
     for column, folder in _other_dirs(spec):
         files = list_audio_files(folder)
         listings[column] = files
@@ -322,6 +333,7 @@ def _pair_files(spec):
 def _build_rows(spec, mixtures, listings, sample_rate, num_spks):
     """Read every header once, check rate / channels / length, and return the rows."""
     unreadable, empty, bad_rate, bad_channels, bad_length = [], [], [], [], []
+    nonfinite, silent, truncated = [], [], []
     rows = []
     for name, mix_path in mixtures.items():
         infos = {}
@@ -338,6 +350,18 @@ def _build_rows(spec, mixtures, listings, sample_rate, num_spks):
             infos[column] = info
             if info.frames == 0:
                 empty.append(path)
+                continue
+            try:  # every sample, once: what a header cannot show (cached with the manifest)
+                scan = scan_samples(path)
+            except AudioError as exc:
+                unreadable.append(f"{path} ({str(exc.__cause__ or exc)})")
+                continue
+            if scan["nonfinite"]:
+                nonfinite.append(f"{path} ({scan['nonfinite']} NaN/Inf samples)")
+            if column == "mix_wav" and scan["nonfinite"] == 0 and scan["peak"] == 0.0:
+                silent.append(path)
+            if scan["declared"] is not None and scan["declared"] > scan["frames"]:
+                truncated.append(f"{path} (header {scan['declared']} samples, file {scan['frames']})")
             if info.samplerate != sample_rate:
                 bad_rate.append(f"{path} ({info.samplerate} Hz)")
             if info.channels != 1:
@@ -378,6 +402,18 @@ def _build_rows(spec, mixtures, listings, sample_rate, num_spks):
         problems.append(
             f"{len(bad_channels)} file(s) are not mono: {describe_files(bad_channels)}. Mix them down "
             "(e.g. `sox in.wav -c 1 out.wav`)."
+        )
+    if nonfinite:
+        problems.append(
+            f"{len(nonfinite)} file(s) contain NaN or Inf samples: {describe_files(nonfinite)}. Re-create them "
+            "(a training crop that hits one would stop the run)."
+        )
+    if silent:  # legal (and used by tests), but worth knowing before hours of training
+        logger.warning("%s: %d mixture(s) are all zeros (silent): %s", spec.label, len(silent), describe_files(silent))
+    if truncated:
+        problems.append(
+            f"{len(truncated)} file(s) are shorter than their WAV header says: {describe_files(truncated)}. "
+            "They were cut (an interrupted copy or download?); re-create or re-download them."
         )
     if bad_length:
         problems.append(
@@ -498,7 +534,10 @@ def prepare_splits(specs, sample_rate, num_spks):
     in the test split is reported before minutes are spent reading training headers.
     A split whose manifest is still valid (same options and folders in the sidecar,
     same columns, same mixture files on disk, no listed file rewritten since:
-    :func:`files_fingerprint`) is reused without reading any header.
+    :func:`files_fingerprint`) is reused without reading any header. Otherwise every
+    file is also read in full once (:func:`nass.dataio.audio.scan_samples`, in blocks),
+    so NaN / Inf samples and files shorter than their header are reported before
+    training, by name (silent mixtures are logged); the next run reuses the manifest and reads nothing.
 
     Parameters
     ----------
@@ -518,7 +557,9 @@ def prepare_splits(specs, sample_rate, num_spks):
     ------
     DatasetError
         Empty split, mixtures without sources or sources without mixtures, unreadable
-        or empty files, wrong sample rate, multi-channel files, length mismatches.
+        or empty files, wrong sample rate, multi-channel files, length mismatches, NaN /
+        Inf samples, files shorter than their header, two files of one name with
+        different extensions (all-zero mixtures are logged as a warning).
 
     Example
     -------
@@ -621,7 +662,7 @@ def read_manifest(path, num_spks):
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: manifest not found. Run the data preparation (skip_prep=False) or fix the path.")
     columns = manifest_columns(num_spks)
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel) is skipped
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in columns if c not in header]
