@@ -181,6 +181,35 @@ def _step_limit_into_yaml(hparams_file, run_opts, overrides):
     return f"{overrides}\n{line}" if isinstance(overrides, str) and overrides.strip() else line
 
 
+def resolve_auto_precision_in(hparams, run_opts=None):
+    """Replace ``precision: auto`` / ``eval_precision: auto`` in a loaded YAML (in place) by
+    :func:`resolve_precision` for the run's device, for Brains built without
+    :func:`load_hparams`.
+
+    Parameters
+    ----------
+    hparams : dict or None
+    run_opts : dict or speechbrain RunOptions, optional
+        Its ``device`` (default ``cpu``).
+
+    Example
+    -------
+    >>> hp = {"precision": "fp32"}
+    >>> resolve_auto_precision_in(hp)
+    >>> hp
+    {'precision': 'fp32'}
+    """
+    if not isinstance(hparams, dict):
+        return
+    device = "cpu"
+    if run_opts is not None:
+        device = (run_opts.get("device") if isinstance(run_opts, dict) else getattr(run_opts, "device", None)) or "cpu"
+    for key in ("precision", "eval_precision"):
+        if hparams.get(key) == "auto":
+            hparams[key] = resolve_precision("auto", device)
+            logger.info("%s: auto -> %s on %s", key, hparams[key], device)
+
+
 def load_hparams(argv):
     """Parse the command line and load the YAML (overrides applied).
 

@@ -282,7 +282,7 @@ def render(ds_key, model, method):
     if tiny:
         add("# short CPU budgets: linear warm-up to <lr>, then linear decay to 0 at the step budget")
         add("# (bench/learning_curve.py, docs/results.md 'Learning curves'); updated after every step")
-        add("lr_scheduler: !new:speechbrain.nnet.schedulers.LinearWarmupScheduler")
+        add("lr_scheduler: !new:nass.schedulers.BudgetLinearWarmupScheduler   # SpeechBrain LinearWarmupScheduler; resumes with a new budget")
         add("    initial_value: !ref <lr>")
         add("    num_warmup_steps: !ref <optimizer_step_limit> // 20   # 5 % of the budget")
         add("    num_training_steps: !ref <optimizer_step_limit>")

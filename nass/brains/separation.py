@@ -205,6 +205,13 @@ class SeparationBrain(sb.core.Brain):
     See ``tests/test_separation_brain.py`` and ``recipes/*/separation/train.py``.
     """
 
+    def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None):
+        # ``precision: auto`` in a YAML built without nass.training.load_hparams
+        from nass.training import resolve_auto_precision_in
+
+        resolve_auto_precision_in(hparams, run_opts)
+        super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+
     # ------------------------------------------------------------------ set-up
     def on_fit_start(self):
         """Check the method options, recover the last checkpoint, drop log lines of epochs it lacks."""
