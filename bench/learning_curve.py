@@ -86,6 +86,8 @@ def train_with_snapshots(config, out, steps, every, extra, threads):
         if step % every == 0 and (not rows or rows[-1][0] != step):
             now = time.perf_counter()
             rows.append((step, now - clock["t0"] - clock["pause"]))
+            with open(os.path.join(snaps, "times.csv"), "a", encoding="utf-8") as f:
+                f.write(f"{step},{rows[-1][1]:.2f}\n")
             dest = os.path.join(snaps, f"step-{step:06d}")
             os.makedirs(dest + ".tmp", exist_ok=True)
             torch.save(self._separator().state_dict(), os.path.join(dest + ".tmp", "separator.ckpt"))
@@ -101,6 +103,21 @@ def train_with_snapshots(config, out, steps, every, extra, threads):
     finally:
         SeparationBrain.on_fit_start, SeparationBrain.fit_batch = fit_start, fit_batch
     return rows, time.time() - start, [sys.executable, TRAIN, *argv]
+
+
+def read_times(out):
+    """``[(step, seconds)]`` from ``<out>/snapshots/times.csv``; a snapshot not listed there
+    (an older run) gets ``nan`` seconds."""
+    times = {}
+    path = os.path.join(out, "snapshots", "times.csv")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                step, seconds = line.strip().split(",")
+                times[int(step)] = float(seconds)
+    for snap in glob.glob(os.path.join(out, "snapshots", "step-*")):
+        times.setdefault(int(os.path.basename(snap).split("-")[1]), float("nan"))
+    return sorted(times.items())
 
 
 def build_separator(config, extra):
@@ -148,7 +165,7 @@ def score_snapshots(config, extra, out, data_folder, test_utterances):
 
         means = evaluate_manifest(
             separate, manifests[hp["test_split"]], os.path.join(snap, "eval"), hp["num_spks"], hp["sample_rate"],
-            num_workers=0, save_examples=0, max_utterances=test_utterances, sdr_backend="fast_bss_eval",
+            num_workers=0, save_examples=0, max_utterances=test_utterances, sdr_backend="fast_bss_eval", overwrite=True,
         )
         results[step] = means
         print(f"step {step}: SI-SNRi {means['si-snr_i']:+.2f} dB", flush=True)
@@ -217,6 +234,8 @@ def main(argv=None):
     p.add_argument("--test_utterances", type=int, default=100, help="first N test mixtures scored (default 100)")
     p.add_argument("--data_folder", default=os.path.join(ROOT, "data", "demo", "Libri2Mix"))
     p.add_argument("--threads", type=int, default=None, help="OMP/MKL threads for training (default: torch's)")
+    p.add_argument("--score_only", action="store_true",
+                   help="do not train: score the snapshots already in --out (times from snapshots/times.csv)")
     p.add_argument("--plot", nargs="+", metavar="RUN", help="only plot these finished runs")
     p.add_argument("--png", default=None, help="with --plot: the figure (default <first run>/../learning_curves.png)")
     p.add_argument("--x", choices=["minutes", "step"], default="minutes")
@@ -229,8 +248,15 @@ def main(argv=None):
     if not args.config or not args.out:
         p.error("--config and --out are required (or --plot)")
     extra = [f"--data_folder={args.data_folder}", *extra]
-    rows, total, cmd = train_with_snapshots(args.config, args.out, args.steps, args.every, extra, args.threads)
+    if args.score_only:
+        rows, total, cmd = read_times(args.out), float("nan"), ["(scored only)"]
+    else:
+        rows, total, cmd = train_with_snapshots(args.config, args.out, args.steps, args.every, extra, args.threads)
     load = os.getloadavg()[0]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     results = score_snapshots(args.config, extra, args.out, args.data_folder, args.test_utterances)
     import torch
 

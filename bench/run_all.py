@@ -594,6 +594,7 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
                   "`bench/bench_correction_quality.py` for the corrector's budget."]
     lines += ["", "## The papers' reference numbers (not comparable with the tables above)", ""]
     lines.append(PAPER_POINTER)
+    lines += learning_curves_section()
     lines += ["", "## Per-seed runs", ""]
     lines.append("| config | seed | status | steps | train s | " + " | ".join(t for _, t, _ in METRICS) + " |")
     lines.append("|" + "---|" * (5 + len(METRICS)))
@@ -607,6 +608,29 @@ def render_markdown(quality, correction, env, setup, runs, speed_md=None):
     else:
         lines += ["", "## Speed and memory", "", "not run (`bench/bench_speed.py`)."]
     return "\n".join(lines) + "\n"
+
+
+#: Hand-kept learning-curve section (bench/learning_curve.py runs), copied into results.md.
+LEARNING_CURVES_MD = os.path.join(ROOT, "docs", "learning_curves.md")
+
+
+def learning_curves_section(path=LEARNING_CURVES_MD):
+    """The lines of ``docs/learning_curves.md`` as a ``##`` section of ``results.md``
+    (its headings one level down; image links made relative to ``docs/``), or none.
+
+    Example
+    -------
+    >>> learning_curves_section("/nonexistent.md")
+    []
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        text = f.read().strip()
+    out = [""]
+    for line in text.splitlines():
+        out.append("#" + line if line.startswith("#") else line)
+    return out
 
 
 def write_results(docs_dir, quality, correction, env, setup, runs, speed_md=None):
