@@ -39,7 +39,10 @@ Modules are always called through ``self.modules`` so the DDP wrapper is used un
 ``threshold``, ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or
 null), ``speed_perturb_noise``, ``se_loss_weight``, ``se_loss_type`` (mse | neg_snr),
 ``gradient_modulation`` (none | projection), ``lambda_nce``, ``lr_scheduler``,
-``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``.
+``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``,
+``tensorboard`` (event files in ``<output_folder>/tensorboard``, :class:`nass.curves.TensorBoardLog`),
+``plot_training_curves`` (``<output_folder>/training_curves.png`` at every validation,
+:func:`nass.curves.plot_training_curves`).
 
 Health of each term: every epoch's training and validation statistics are logged with
 their reference values -- ``si-snr_input`` / ``noise_si-snr_input`` (the mixture used as the
@@ -545,6 +548,27 @@ class SeparationBrain(sb.core.Brain):
         clean = json.loads(json.dumps(record, default=float), parse_constant=lambda c: None)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(clean, allow_nan=False) + "\n")
+        if getattr(self.hparams, "tensorboard", False):
+            if getattr(self, "_tensorboard", None) is None:
+                from nass.curves import TensorBoardLog
+
+                self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
+            self._tensorboard.log(clean)
+
+    def _plot_curves(self):
+        """``plot_training_curves: True``: redraw ``<output_folder>/training_curves.png``
+        from ``train_log.jsonl`` (main process; a plotting failure is logged, never fatal)."""
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None or not getattr(self.hparams, "plot_training_curves", False):
+            return
+        if not sb.utils.distributed.if_main_process():
+            return
+        from nass.curves import plot_training_curves
+
+        try:
+            plot_training_curves(os.path.join(folder, "train_log.jsonl"), os.path.join(folder, "training_curves.png"))
+        except Exception as exc:  # noqa: BLE001 - a figure must not stop training
+            logger.warning("training_curves.png not drawn: %s: %s", type(exc).__name__, exc)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch, apply the LR schedule, keep the best checkpoint by validation SI-SNR.
@@ -563,6 +587,7 @@ class SeparationBrain(sb.core.Brain):
             if getattr(self.hparams, "train_logger", None) is not None:
                 self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=train_stats, valid_stats=stats)
             self._write_jsonl({**meta, "train": train_stats, "valid": stats})
+            self._plot_curves()
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"si-snr": stats["si-snr"], "epoch": epoch}, max_keys=["si-snr"], num_to_keep=1
