@@ -171,6 +171,7 @@ def evaluate_manifest(
     examples_name="examples",
     max_utterances=None,
     sdr_backend="mir_eval",
+    progress=None,
 ):
     """Separate every utterance of a manifest and score it.
 
@@ -207,6 +208,9 @@ def evaluate_manifest(
     sdr_backend : {"mir_eval", "fast_bss_eval"}
         SDR implementation (:func:`nass.metrics.separation_metrics`): the same values,
         ``fast_bss_eval`` several times faster.
+    progress : bool, optional
+        A ``tqdm`` progress bar on stderr (utterances separated): ``None`` (default)
+        shows it on a terminal only, ``True`` always, ``False`` never.
 
     Returns
     -------
@@ -251,7 +255,11 @@ def evaluate_manifest(
                 results[pending.pop(fut)] = fut.result()
 
     try:
-        for i, row in enumerate(rows):
+        from tqdm import tqdm
+
+        bar = tqdm(rows, desc=f"separating {os.path.basename(manifest_csv)}", unit="utt",
+                   disable=None if progress is None else not progress)
+        for i, row in enumerate(bar):
             mix, _ = read_audio(row["mix_wav"], sample_rate=sample_rate)
             with torch.no_grad():
                 est, est_noise = separate_fn(torch.from_numpy(mix).unsqueeze(0))
