@@ -258,7 +258,10 @@ def render(ds_key, model, method, finetune=False):
     nass_family = m["noise"] or m["nce"]
     S = ds["num_spks"]
     if tiny:
-        add("N_epochs: 20")
+        if ds_key == "custom-tiny":
+            add("N_epochs: 1000                    # the step budget (optimizer_step_limit) ends the run, whatever the folder's size")
+        else:
+            add("N_epochs: 20")
         add("batch_size: 4")
         if finetune:
             add(f"lr: {TINY_LR[model] * FINETUNE_LR_FACTOR:.4g}                        # fine-tuning: a tenth of the from-scratch peak ({TINY_LR[model]})")
