@@ -1,6 +1,7 @@
 """Watch a run train: ``training_curves.png`` and TensorBoard scalars from ``train_log.jsonl``.
 
-:class:`nass.brains.separation.SeparationBrain` appends one JSON object per line to
+:class:`nass.brains.separation.SeparationBrain` (and, at every validation,
+:class:`nass.brains.correction.CorrectionBrain`) appends one JSON object per line to
 ``<output_folder>/train_log.jsonl``:
 
 - every ``log_interval_steps`` optimiser steps: ``{"optimizer_step", "epoch_step", "lr",
@@ -12,6 +13,7 @@ Terms (all optional but ``loss`` and ``si-snr``): ``loss``, ``si-snr`` (dB),
 ``noise_si-snr`` (dB), ``se_loss``, ``nce`` (unweighted InfoNCE, nats), ``nce_loss``
 (the weighted PatchNCE term inside ``loss``), ``gm_conflict_fraction``, and the reference
 values ``si-snr_input`` / ``noise_si-snr_input`` (the mixture as the estimate),
+``est_si-snr`` (GeCo / Fast-GeCo runs: the separator's estimate before correction),
 ``se_identity`` (an enhancer that changes nothing) and ``nce_chance`` (``ln K``).
 
 :func:`plot_training_curves` reads that file (never the text log) and draws one axis per
@@ -28,10 +30,11 @@ import os
 
 logger = logging.getLogger(__name__)
 
-#: (term, reference term, axis title) in plotting order.
+#: (term, reference term(s), axis title) in plotting order; the first reference found is drawn
+#: (``est_si-snr``: the separator's estimate before correction, in GeCo / Fast-GeCo logs).
 TERMS = (
     ("loss", None, "loss (without the PatchNCE term)"),
-    ("si-snr", "si-snr_input", "speakers SI-SNR (dB)"),
+    ("si-snr", ("si-snr_input", "est_si-snr"), "speakers SI-SNR (dB)"),
     ("noise_si-snr", "noise_si-snr_input", "noise SI-SNR (dB)"),
     ("se_loss", "se_identity", "SE loss"),
     ("nce", "nce_chance", "PatchNCE (nats)"),
@@ -170,13 +173,15 @@ def plot_training_curves(jsonl_path, png_path, title=None):
                 x, y = _series(rows, key, term)
                 if x:
                     ax.plot(x, y, style, label=name, markersize=4)
-            if ref is not None:
-                x, y = _series(steps, "train_running", ref)
-                xv, yv = _series(valid, "valid", ref)
+            for one in (ref,) if isinstance(ref, str) else (ref or ()):
+                x, y = _series(steps, "train_running", one)
+                xv, yv = _series(valid, "valid", one)
                 x, y = (x, y) if x else (xv, yv)
                 if x:
-                    ref_name = {"nce_chance": "chance (ln K)", "se_identity": "identity enhancer"}.get(ref, "mixture")
+                    ref_name = {"nce_chance": "chance (ln K)", "se_identity": "identity enhancer",
+                                "est_si-snr": "separator's estimate"}.get(one, "mixture")
                     ax.plot(x, y, "--", color="black", linewidth=1, label=ref_name)
+                    break
             ax.legend(fontsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("optimiser step", fontsize=8)
@@ -244,3 +249,67 @@ class TensorBoardLog:
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     writer.add_scalar(f"{key}/{term}", float(value), step)
         writer.flush()
+
+
+def append_train_log(folder, record, tensorboard=None):
+    """Append one record to ``<folder>/train_log.jsonl`` (and to TensorBoard when given).
+
+    Non-finite numbers become ``null`` (the file stays strict JSON). Call it on the main
+    process only.
+
+    Parameters
+    ----------
+    folder : str
+        The run's output folder.
+    record : dict
+        One row (module docstring).
+    tensorboard : TensorBoardLog, optional
+        Also receives the record.
+
+    Returns
+    -------
+    dict
+        The record as written.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> append_train_log(d, {"optimizer_step": 1, "lr": 0.1, "train_running": {"loss": float("nan")}})
+    {'optimizer_step': 1, 'lr': 0.1, 'train_running': {'loss': None}}
+    """
+    clean = json.loads(json.dumps(record, default=float), parse_constant=lambda c: None)
+    with open(os.path.join(folder, "train_log.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(clean, allow_nan=False) + "\n")
+    if tensorboard is not None:
+        tensorboard.log(clean)
+    return clean
+
+
+def redraw_training_curves(folder):
+    """Redraw ``<folder>/training_curves.png`` from ``<folder>/train_log.jsonl``.
+
+    A failure is logged as a warning and never raised: a figure must not stop training.
+
+    Parameters
+    ----------
+    folder : str
+        The run's output folder.
+
+    Returns
+    -------
+    bool
+        Whether the figure was written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> redraw_training_curves(tempfile.mkdtemp())  # no train_log.jsonl yet
+    False
+    """
+    try:
+        plot_training_curves(os.path.join(folder, "train_log.jsonl"), os.path.join(folder, "training_curves.png"))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("training_curves.png not drawn: %s: %s", type(exc).__name__, exc)
+        return False
+    return True

@@ -204,7 +204,7 @@ def yaml_keys_help(hparams_file):
     -------
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "x.yaml")
-    >>> _ = open(p, "w").write("__s: 1\nlr: 0.1  # peak\nmodel: !new:torch.nn.Linear\n    in_features: 2\n")
+    >>> _ = open(p, "w").write("__s: 1\\nlr: 0.1  # peak\\nmodel: !new:torch.nn.Linear\\n    in_features: 2\\n")
     >>> print(yaml_keys_help(p))
       --lr=0.1  # peak
       --model=!new:torch.nn.Linear

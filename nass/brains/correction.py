@@ -32,7 +32,8 @@ which :func:`nass.correction.load_corrector` and ``nass-separate --corrector`` r
 
 YAML keys read here: ``correction_mode`` (geco | fast-geco), ``ema_decay``,
 ``valid_steps``, ``valid_si_snr_utterances``, ``valid_seed``, ``train_logger``,
-``init_from`` (fine-tuning: :func:`corrector_init_from`),
+``init_from`` (fine-tuning: :func:`corrector_init_from`), ``tensorboard``,
+``plot_training_curves`` (:mod:`nass.curves`: one ``train_log.jsonl`` row per validation),
 ``epoch_counter``; modules: ``corrector`` (a :class:`nass.correction.GeCoModel`).
 
 Several processes (``torchrun --nproc_per_node=N train.py ... --distributed_backend=gloo``
@@ -269,12 +270,29 @@ class CorrectionBrain(sb.core.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta=meta, train_stats=getattr(self, "train_stats", None), valid_stats=stats
             )
+        self._log_json(meta, stats)
         if self.checkpointer is not None:
             score = stats["si-snr"] if stats["si-snr"] == stats["si-snr"] else -float(stage_loss)
             self.checkpointer.save_and_keep_only(
                 meta={"si-snr": score, "loss": float(stage_loss), "epoch": epoch},
                 max_keys=["si-snr"], num_to_keep=1,
             )
+
+    @main_process_only
+    def _log_json(self, meta, stats):
+        """One row per validation in ``<output_folder>/train_log.jsonl`` (TensorBoard with
+        ``tensorboard: True``), and ``training_curves.png`` redrawn (``plot_training_curves: True``)."""
+        from nass.curves import TensorBoardLog, append_train_log, redraw_training_curves
+
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None:
+            return
+        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+            self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
+        append_train_log(folder, {**meta, "train": getattr(self, "train_stats", None), "valid": stats},
+                         getattr(self, "_tensorboard", None))
+        if getattr(self.hparams, "plot_training_curves", False):
+            redraw_training_curves(folder)
 
     # ------------------------------------------------------------------ export
     def export(self, folder):

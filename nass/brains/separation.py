@@ -60,7 +60,6 @@ training log (``gm_conflict_fraction``).
 """
 
 import inspect
-import json
 import logging
 import os
 
@@ -544,16 +543,11 @@ class SeparationBrain(sb.core.Brain):
         folder = getattr(self.hparams, "output_folder", None)
         if folder is None or not sb.utils.distributed.if_main_process():
             return
-        path = os.path.join(folder, "train_log.jsonl")
-        clean = json.loads(json.dumps(record, default=float), parse_constant=lambda c: None)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean, allow_nan=False) + "\n")
-        if getattr(self.hparams, "tensorboard", False):
-            if getattr(self, "_tensorboard", None) is None:
-                from nass.curves import TensorBoardLog
+        from nass.curves import TensorBoardLog, append_train_log
 
-                self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
-            self._tensorboard.log(clean)
+        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+            self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
+        append_train_log(folder, record, getattr(self, "_tensorboard", None))
 
     def _plot_curves(self):
         """``plot_training_curves: True``: redraw ``<output_folder>/training_curves.png``
@@ -561,14 +555,10 @@ class SeparationBrain(sb.core.Brain):
         folder = getattr(self.hparams, "output_folder", None)
         if folder is None or not getattr(self.hparams, "plot_training_curves", False):
             return
-        if not sb.utils.distributed.if_main_process():
-            return
-        from nass.curves import plot_training_curves
+        if sb.utils.distributed.if_main_process():
+            from nass.curves import redraw_training_curves
 
-        try:
-            plot_training_curves(os.path.join(folder, "train_log.jsonl"), os.path.join(folder, "training_curves.png"))
-        except Exception as exc:  # noqa: BLE001 - a figure must not stop training
-            logger.warning("training_curves.png not drawn: %s: %s", type(exc).__name__, exc)
+            redraw_training_curves(folder)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch, apply the LR schedule, keep the best checkpoint by validation SI-SNR.
