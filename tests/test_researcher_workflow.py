@@ -311,3 +311,13 @@ def test_evaluation_progress_bar(tmp_path, capsys):
     evaluate_manifest(separate, csv, str(tmp_path / "eval"), num_spks=2, sample_rate=SR, num_workers=0,
                       save_examples=0, progress=True)
     assert "separating custom_test.csv: 100%" in capsys.readouterr().err
+
+
+def test_recipe_writes_tensorboard_events_and_curves(tmp_path):
+    pytest.importorskip("torch.utils.tensorboard")
+    corpus = make_corpus(str(tmp_path / "c"), seed=7)
+    out = str(tmp_path / "run")
+    train(os.path.join(TINY, "convtasnet-tiny.yaml"), f"--data_folder={corpus}", f"--output_folder={out}",
+          "--optimizer_step_limit=1", "--tensorboard=True", "--test_split=null")
+    assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    assert os.path.isfile(os.path.join(out, "training_curves.png"))
