@@ -321,3 +321,23 @@ def test_recipe_writes_tensorboard_events_and_curves(tmp_path):
           "--optimizer_step_limit=1", "--tensorboard=True", "--test_split=null")
     assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
     assert os.path.isfile(os.path.join(out, "training_curves.png"))
+
+
+def test_corrector_training_folder_is_accepted(tmp_path):
+    from nass.cli import load_corrector
+    from nass.correction import BBEDSDE, GeCoModel, ScoreModel, SpecTransform, save_corrector
+
+    save_corrector(GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform()), str(tmp_path / "geco_tiny" / "corrector"))
+    assert type(load_corrector(str(tmp_path / "geco_tiny"))).__name__ == "GeCoModel"
+
+
+@pytest.mark.parametrize("command", ["separate_main", "evaluate_main", "prepare"])
+def test_help_texts_show_defaults(command, capsys):
+    import nass.cli
+    import nass.dataio.prepare
+
+    main = nass.dataio.prepare.main if command == "prepare" else getattr(nass.cli, command)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: cpu)" in text or "(default: 8000)" in text
