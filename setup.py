@@ -29,13 +29,15 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # TensorBoard logging (YAML key tensorboard: True): pip install "nass[tensorboard]"
+    extras_require={"test": ["pytest>=7"], "tensorboard": ["tensorboard>=2.10"]},
     entry_points={
         "console_scripts": [
             "nass-separate=nass.cli:separate_main",
             "nass-evaluate=nass.cli:evaluate_main",
             "nass-reproduce=nass.reproduce:main",
             "nass-export=nass.cli:export_main",
+            "nass-prepare=nass.dataio.prepare:main",
         ]
     },
 )

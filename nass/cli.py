@@ -28,6 +28,9 @@ def _fail(prog, exc):
 def load_corrector(folder, device="cpu"):
     """Load a GeCo / Fast-GeCo corrector folder through ``nass.correction.load_corrector``.
 
+    ``folder`` is a corrector folder or a GeCo / Fast-GeCo training output folder
+    (whose ``corrector/`` is then loaded).
+
     Raises
     ------
     ValueError
@@ -40,6 +43,9 @@ def load_corrector(folder, device="cpu"):
             f"{folder}: cannot load a corrector: nass.correction.load_corrector is not available "
             "in this installation. Run without --corrector or update nass."
         ) from exc
+    nested = os.path.join(folder, "corrector")  # a GeCo / Fast-GeCo training output folder
+    if not os.path.isfile(os.path.join(folder, "corrector.json")) and os.path.isfile(os.path.join(nested, "corrector.json")):
+        folder = nested
     return _load(folder, device=device)
 
 
@@ -57,6 +63,57 @@ def check_device(device):
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s); pick another index")
     return device
+
+
+def expand_inputs(inputs):
+    """``nass-separate`` inputs: files as given, a folder as its audio files, a glob as its matches.
+
+    Parameters
+    ----------
+    inputs : list of str
+        Audio files, folders (their ``.wav`` / ``.flac`` files, not recursive, by name:
+        :func:`nass.dataio.manifest.list_audio_files`) and glob patterns (``*``, ``?``,
+        ``[...]``; matches sorted), in any mix.
+
+    Returns
+    -------
+    list of str
+        The audio files, in input order, each once.
+
+    Raises
+    ------
+    ValueError
+        A folder without audio files or a pattern that matches nothing (named).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> for n in ("b.wav", "a.wav", "notes.txt"):
+    ...     _ = open(os.path.join(d, n), "w").write("")
+    >>> [os.path.basename(p) for p in expand_inputs([d])]
+    ['a.wav', 'b.wav']
+    >>> [os.path.basename(p) for p in expand_inputs([os.path.join(d, "b*")])]
+    ['b.wav']
+    """
+    import glob
+
+    from nass.dataio.manifest import AUDIO_EXTENSIONS, list_audio_files
+
+    out = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = list(list_audio_files(item).values())
+            if not found:
+                raise ValueError(f"{item}: folder without audio files ({', '.join(AUDIO_EXTENSIONS)}).")
+        elif not os.path.exists(item) and glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            if not found:
+                raise ValueError(f"{item}: no file matches this pattern.")
+        else:
+            found = [item]
+        out += [p for p in found if p not in out]
+    return out
 
 
 def _output_dirs(inputs, out):
@@ -90,16 +147,18 @@ def separate_main(argv=None):
         0 on success, 2 on bad input (message on stderr; nothing written, nothing lost).
     """
     parser = argparse.ArgumentParser(
-        prog="nass-separate", description="Separate the speakers (and the noise) of audio files."
+        prog="nass-separate", description="Separate the speakers (and the noise) of audio files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", help="audio files (any rate; stereo is mixed down)")
+    parser.add_argument("inputs", nargs="+",
+                        help="audio files, folders of audio files or glob patterns (any rate; stereo is mixed down)")
     parser.add_argument("--model", required=True, help="training output folder or exported model folder")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--chunk_seconds", type=float, default=8.0, help="chunk length for long files (s; 0 = one pass)")
     parser.add_argument("--overlap_seconds", type=float, default=1.0, help="overlap between chunks (s)")
-    parser.add_argument("--corrector", default=None, help="GeCo / Fast-GeCo model folder (optional)")
-    parser.add_argument("--correction", choices=("fast-geco", "geco"), default="fast-geco")
+    parser.add_argument("--corrector", default=None, help="GeCo / Fast-GeCo corrector folder or its training output folder (optional)")
+    parser.add_argument("--correction", choices=("fast-geco", "geco"), default="fast-geco", help="correction mode")
     parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse them)")
@@ -110,6 +169,10 @@ def separate_main(argv=None):
     from nass.inference import Separator, output_names, separate_to_folder
 
     prog = parser.prog
+    try:
+        args.inputs = expand_inputs(args.inputs)
+    except ValueError as exc:
+        return _fail(prog, exc)
     out_dirs = _output_dirs(args.inputs, args.out)
     stage = OutputStage(overwrite=args.overwrite)
     try:
@@ -179,12 +242,13 @@ def evaluate_main(argv=None):
         0 on success, 2 on bad input.
     """
     parser = argparse.ArgumentParser(
-        prog="nass-evaluate", description="Score a trained separator on a prepared split (manifest CSV)."
+        prog="nass-evaluate", description="Score a trained separator on a prepared split (manifest CSV).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="training output folder or exported model folder")
     parser.add_argument("--manifest", required=True, help="manifest CSV of the split (e.g. test.csv)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--num_workers", type=int, default=2, help="processes computing the metrics (0 = none)")
     parser.add_argument("--save_examples", type=int, default=5, help="utterances saved as WAV")
     parser.add_argument("--pesq_estoi", action="store_true", help="also compute PESQ-NB and ESTOI")
@@ -192,13 +256,13 @@ def evaluate_main(argv=None):
                         help="SDR implementation: mir_eval (the papers') or fast_bss_eval (same values, faster)")
     parser.add_argument(
         "--chunk_seconds", type=float, default=0.0,
-        help="separate in chunks of this length (s); default 0 = whole utterances, as in the papers",
+        help="separate in chunks of this length (s); 0 = whole utterances, as in the papers",
     )
     parser.add_argument("--corrector", default=None,
                         help="GeCo / Fast-GeCo corrector folder: also score the corrected estimates")
     parser.add_argument("--correction", choices=("fast-geco", "geco"), action="append", default=None,
-                        help="correction mode (repeat for both; default fast-geco)")
-    parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco (default 30)")
+                        help="correction mode (repeat for both; none given: fast-geco)")
+    parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco")
     parser.add_argument("--max_utterances", type=int, default=None, help="score only the first N utterances")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the correction samplers")
     parser.add_argument("--overwrite", action="store_true",
@@ -213,7 +277,10 @@ def evaluate_main(argv=None):
     try:
         check_device(args.device)
         if not os.path.isfile(args.manifest):
-            raise ValueError(f"{args.manifest}: manifest not found. Run the data preparation or fix the path.")
+            raise ValueError(
+                f"{args.manifest}: manifest not found. Make it with nass-prepare (e.g. nass-prepare custom "
+                "mycorpus/Libri2Mix manifests/ --splits test) or fix the path."
+            )
         check_seconds("--chunk_seconds", args.chunk_seconds)
         if args.max_utterances is not None and args.max_utterances < 1:
             raise ValueError(f"--max_utterances {args.max_utterances}: must be a positive number (omit it for all)")

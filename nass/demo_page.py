@@ -8,7 +8,8 @@ references by the best-SI-SNR permutation (:func:`nass.losses.pit.pit_si_snr`), 
 noise estimate when the model has a noise output. Every cell holds a log-magnitude
 spectrogram (matplotlib, no axes, same colour scale within an example), an audio player and the
 SI-SNR (dB) of the estimate against its reference. Training curves (loss and validation
-SI-SNR per epoch, parsed from each model's ``train_log.txt``) are plotted at the top.
+SI-SNR against the optimiser step, read from each model's ``train_log.jsonl``; per epoch
+from ``train_log.txt`` for runs older than that file) are plotted at the top.
 
 Layout written under ``out_dir``::
 
@@ -72,7 +73,7 @@ class DemoSystem:
         Has ``separate_file(path) -> (est_sources [T, S], est_noise [T] or None)`` at the
         file's rate (:class:`nass.inference.Separator`).
     log_path : str, optional
-        The training log (``train_log.txt``) whose curves are plotted, or ``None``.
+        The training log (``train_log.jsonl``, or ``train_log.txt`` of older runs) whose curves are plotted, or ``None``.
     num_spks : int, optional
         Speakers the model separates (checked against the manifest), or ``None``.
 
@@ -139,8 +140,9 @@ def load_system(name, model_folder, corrector_folder=None, correction_mode="fast
         corrector = load_corrector(corrector_folder, device=device)
     sep = Separator(model, hparams["sample_rate"], chunk_seconds=None, device=device, corrector=corrector,
                     correction_mode=correction_mode, correction_steps=correction_steps)
-    log = os.path.join(model_folder, "train_log.txt")
-    return DemoSystem(name, sep, log if os.path.isfile(log) else None, hparams.get("num_spks"))
+    logs = [os.path.join(model_folder, n) for n in ("train_log.jsonl", "train_log.txt")]
+    log = next((p for p in logs if os.path.isfile(p)), None)
+    return DemoSystem(name, sep, log, hparams.get("num_spks"))
 
 
 # --------------------------------------------------------------------------- training logs
@@ -155,10 +157,13 @@ def parse_train_log(path):
     ``Epoch loaded: ... - test ...`` line) and fields that are not numbers are skipped; a
     later line for the same epoch (a resumed run) replaces the earlier one.
 
+    A ``train_log.jsonl`` (``path`` ending in ``.jsonl``) is read as JSON instead
+    (:func:`_jsonl_records`): then every record also has ``"step"`` (optimiser step).
+
     Parameters
     ----------
     path : str
-        ``train_log.txt``.
+        ``train_log.txt`` or ``train_log.jsonl``.
 
     Returns
     -------
@@ -175,6 +180,8 @@ def parse_train_log(path):
     >>> [(r["epoch"], r.get("valid si-snr")) for r in parse_train_log(p)]
     [(1, -2.34), (2, None)]
     """
+    if str(path).endswith(".jsonl"):
+        return _jsonl_records(path)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -194,6 +201,43 @@ def parse_train_log(path):
             record[key] = float(value)
         by_epoch[record["epoch"]] = record
     return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def _jsonl_records(path):
+    """Records of a ``train_log.jsonl`` (:func:`nass.curves.read_train_log`) in the form of
+    :func:`parse_train_log`, with ``"step"`` (optimiser step): the running training loss every
+    ``log_interval_steps`` steps and each validation. Losses leave out the PatchNCE term.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "train_log.jsonl")
+    >>> _ = open(p, "w").write('{"optimizer_step": 50, "lr": 0.1, "train_running": {"loss": 2.0, "nce_loss": 1.5}}\\n'
+    ...                        '{"epoch": 1, "optimizer_step": 80, "lr": 0.1, "train": null, "valid": {"loss": 1.0, "si-snr": 3.0}}\\n')
+    >>> _jsonl_records(p)
+    [{'step': 50, 'train loss': 0.5}, {'step': 80, 'epoch': 1, 'valid loss': 1.0, 'valid si-snr': 3.0}]
+    """
+    from nass.curves import _value, read_train_log
+
+    try:
+        steps, valid = read_train_log(path)
+    except OSError:
+        return []
+    records = []
+    for row in steps:
+        loss = _value(row.get("train_running"), "loss")
+        if loss is not None:
+            records.append({"step": row["optimizer_step"], "train loss": loss})
+    for row in valid:
+        record = {"step": row.get("optimizer_step"), "epoch": row.get("epoch")}
+        for stage in ("train", "valid"):
+            for term in ("loss", "si-snr"):
+                value = _value(row.get(stage), term)
+                if value is not None and not (stage == "train" and term == "si-snr"):
+                    record[f"{stage} {term}"] = value
+        records.append(record)
+    records = [r for r in records if r["step"] is not None]
+    return sorted(records, key=lambda r: (r["step"], "epoch" in r))
 
 
 def plot_training_curves(curves, path):
@@ -232,25 +276,28 @@ def plot_training_curves(curves, path):
     fig = Figure(figsize=(9, 2.8), dpi=80)
     ax_loss, ax_snr = fig.subplots(1, 2)
     any_snr = False
+    by_step = all("step" in r for records in curves.values() for r in records)  # train_log.jsonl
+    x_of = (lambda r: r["step"]) if by_step else (lambda r: r["epoch"])  # noqa: E731
     for k, (name, records) in enumerate(curves.items()):
         colour = f"C{k % 10}"
         for key, style, label in (("train loss", "-", "train"), ("valid loss", "--", "valid")):
-            pts = [(r["epoch"], r[key]) for r in records if math.isfinite(r.get(key, math.nan))]
+            pts = [(x_of(r), r[key]) for r in records if math.isfinite(r.get(key, math.nan))]
             if pts:
                 ax_loss.plot(*zip(*pts), style, color=colour, marker=".", label=f"{name} ({label})")
-        pts = [(r["epoch"], r["valid si-snr"]) for r in records if math.isfinite(r.get("valid si-snr", math.nan))]
+        pts = [(x_of(r), r["valid si-snr"]) for r in records if math.isfinite(r.get("valid si-snr", math.nan))]
         if pts:
             any_snr = True
             ax_snr.plot(*zip(*pts), "-", color=colour, marker=".", label=name)
-    ax_loss.set(title="Loss", xlabel="epoch", ylabel="loss")
-    ax_snr.set(title="Validation SI-SNR", xlabel="epoch", ylabel="dB")
+    xlabel = "optimiser step" if by_step else "epoch"
+    ax_loss.set(title="Loss" + (" (without the PatchNCE term)" if by_step else ""), xlabel=xlabel, ylabel="loss")
+    ax_snr.set(title="Validation SI-SNR", xlabel=xlabel, ylabel="dB")
     if not any_snr:
         ax_snr.text(0.5, 0.5, "no validation statistics in the logs", ha="center", va="center",
                     transform=ax_snr.transAxes, color="gray")
-    last = max(r["epoch"] for records in curves.values() for r in records)
+    last = max(x_of(r) for records in curves.values() for r in records)
     for ax in (ax_loss, ax_snr):
         ax.grid(alpha=0.3)
-        ax.set_xlim(0.5, last + 0.5)
+        ax.set_xlim(0 if by_step else 0.5, last * 1.02 + 1 if by_step else last + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

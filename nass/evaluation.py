@@ -183,6 +183,7 @@ def evaluate_manifest(
     max_utterances=None,
     sdr_backend="mir_eval",
     overwrite=False,
+    progress=None,
 ):
     """Separate every utterance of a manifest and score it.
 
@@ -226,6 +227,9 @@ def evaluate_manifest(
         are staged and renamed into place at the end
         (:class:`nass.dataio.audio.OutputStage`): a failure leaves earlier results as they
         were and removes only what this call created.
+    progress : bool, optional
+        A ``tqdm`` progress bar on stderr (utterances separated): ``None`` (default)
+        shows it on a terminal only, ``True`` always, ``False`` never.
 
     Returns
     -------
@@ -299,7 +303,11 @@ def _evaluate_rows(stage, rows, separate_fn, csv_path, examples_dir, num_spks, s
                 results[pending.pop(fut)] = fut.result()
 
     try:
-        for i, row in enumerate(rows):
+        from tqdm import tqdm
+
+        bar = tqdm(rows, desc=f"separating {os.path.basename(manifest_csv)}", unit="utt",
+                   disable=None if progress is None else not progress)
+        for i, row in enumerate(bar):
             mix, _ = read_audio(row["mix_wav"], sample_rate=sample_rate)
             with torch.no_grad():
                 est, est_noise = separate_fn(torch.from_numpy(mix).unsqueeze(0))

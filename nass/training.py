@@ -9,7 +9,10 @@ WHAM! and custom folders share one tested path:
 3. DDP set-up (``torchrun``), experiment folder, data preparation on the main process
    only (``run_on_main``), then every process reads the manifests.
 4. ``SeparationBrain.fit`` with automatic resume from the last checkpoint.
-5. On the main process: the best checkpoint (highest validation SI-SNR) is evaluated on
+5. Fine-tuning (``init_from``): when the run has no checkpoint of its own yet, the
+   matching weights of a trained model start it (:func:`apply_init_from`); resuming
+   later continues from the run's own checkpoints.
+6. On the main process: the best checkpoint (highest validation SI-SNR) is evaluated on
    the test split (``nass.evaluation.evaluate_manifest``): per-utterance CSV, means,
    separated examples, next to the checkpoints.
 6. On the main process: ``<output_folder>/model``, the portable model folder
@@ -210,8 +213,82 @@ def resolve_auto_precision_in(hparams, run_opts=None):
             logger.info("%s: auto -> %s on %s", key, hparams[key], device)
 
 
+def yaml_keys_help(hparams_file):
+    """The top-level keys of a recipe YAML, in file order, as help text.
+
+    Parameters
+    ----------
+    hparams_file : str
+        A HyperPyYAML file (read as text; nothing is executed).
+
+    Returns
+    -------
+    str
+        One line per top-level key (``key: value  # comment`` as written, objects shown by
+        their tag); keys starting with ``__`` left out.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.yaml")
+    >>> _ = open(p, "w").write("__s: 1\\nlr: 0.1  # peak\\nmodel: !new:torch.nn.Linear\\n    in_features: 2\\n")
+    >>> print(yaml_keys_help(p))
+      --lr=0.1  # peak
+      --model=!new:torch.nn.Linear
+    """
+    lines = []
+    with open(hparams_file, encoding="utf-8") as f:
+        for line in f:
+            if not line[:1].isalpha() or ":" not in line:
+                continue
+            key, rest = line.rstrip("\n").split(":", 1)
+            if key.startswith("__") or not key.replace("_", "").isalnum():
+                continue
+            value, _, comment = rest.strip().partition("#")
+            text = f"  --{key}={value.strip()}"
+            lines.append(f"{text}  # {comment.strip()}" if comment.strip() else text)
+    return "\n".join(lines)
+
+
+def _print_help(argv):
+    """``train.py [hparams.yaml] --help``: the YAML's keys (file order), then SpeechBrain's run options."""
+    import contextlib
+    import io
+
+    yaml_file = next((a for a in argv if not a.startswith("-") and a.endswith((".yaml", ".yml"))), None)
+    print("usage: train.py HPARAMS.yaml [--key=value ...] [SpeechBrain run options]\n")
+    if yaml_file is not None and os.path.isfile(yaml_file):
+        print(f"Keys of {yaml_file} (any of them can be overridden with --key=value; file order):")
+        print(yaml_keys_help(yaml_file))
+        print()
+    else:
+        print("Give the YAML file first (train.py HPARAMS.yaml --help) to list its keys.\n")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        sb.parse_arguments(["--help"])
+    text = buf.getvalue()
+    text = text[text.index("\noptions:") + len("\noptions:"):] if "\noptions:" in text else text
+    # SpeechBrain 1.1.2 adds its options in an order that changes between runs: sort them
+    blocks = []
+    for line in text.splitlines():
+        if line.startswith("  -") or not blocks:
+            blocks.append([line])
+        else:
+            blocks[-1].append(line)
+    blocks = sorted((b for b in blocks if "".join(b).strip()), key=lambda b: b[0].strip().lstrip("-").lower())
+    print("SpeechBrain run options:\n" + "\n".join(line for b in blocks for line in b))
+
+
 def load_hparams(argv):
     """Parse the command line and load the YAML (overrides applied).
+
+    ``-h`` / ``--help`` prints the YAML's keys in file order (:func:`yaml_keys_help`)
+    and SpeechBrain's run options, then exits.
 
     ``precision: auto`` (YAML or ``--precision=auto``) is resolved here by
     :func:`resolve_precision`, before SpeechBrain's ``Brain`` reads it.
@@ -221,6 +298,9 @@ def load_hparams(argv):
     (str, dict, str, dict)
         ``hparams_file, run_opts, overrides, hparams``.
     """
+    if any(a in ("-h", "--help") for a in argv):
+        _print_help(list(argv))
+        raise SystemExit(0)
     argv = _resolve_auto_precision(list(argv))
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     # speechbrain 1.1.2's argument parser leaves --optimizer_step_limit as a string
@@ -243,7 +323,11 @@ def load_hparams(argv):
 
 
 def prepare_manifests(hparams):
-    """Run data preparation (main process) and return ``{split: csv}`` on every process."""
+    """Run data preparation (main process) and return ``{split: csv}`` on every process.
+
+    A :class:`nass.dataio.manifest.DatasetError` (missing split, wrong layout, ...) ends
+    the program with its one-line message (``SystemExit``), not a traceback.
+    """
     from nass.dataio.prepare import prepare_dataset
 
     kwargs = dict(
@@ -257,8 +341,13 @@ def prepare_manifests(hparams):
         splits=[hparams[k] for k in ("train_split", "valid_split", "test_split") if hparams.get(k)],
         skip_prep=hparams.get("skip_prep", False),
     )
-    run_on_main(prepare_dataset, kwargs=kwargs)
-    return prepare_dataset(**kwargs)  # reuses the manifests written on the main process
+    from nass.dataio.manifest import DatasetError
+
+    try:
+        run_on_main(prepare_dataset, kwargs=kwargs)
+        return prepare_dataset(**kwargs)  # reuses the manifests written on the main process
+    except DatasetError as exc:  # one line naming the folder and the fix, not a traceback
+        raise SystemExit(f"error: {exc}") from None
 
 
 def spread_subset(rows, max_rows):
@@ -347,6 +436,166 @@ def evaluate_best(brain, hparams, manifests):
     )
 
 
+def copy_matching_weights(module, state):
+    """Copy the tensors of ``state`` whose name and shape match ``module``'s into it.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model to initialise (changed in place).
+    state : dict
+        ``name -> tensor`` (a ``state_dict``, e.g. :func:`nass.inference.load_state_dict`).
+
+    Returns
+    -------
+    dict
+        ``loaded`` (names copied), ``new`` (``{name: reason}`` of the module's tensors
+        left as initialised: absent from ``state`` or of another shape, both shapes
+        named) and ``unused`` (names of ``state`` the module has no tensor for).
+
+    Example
+    -------
+    >>> import torch
+    >>> old, new = torch.nn.Linear(4, 2), torch.nn.Sequential(torch.nn.Linear(4, 3))
+    >>> report = copy_matching_weights(new, {"0.weight": torch.zeros(2, 4), "0.bias": torch.zeros(3)})
+    >>> report["loaded"], report["new"]
+    (['0.bias'], {'0.weight': 'shape (2, 4) in the source, (3, 4) here'})
+    >>> bool(new[0].bias.abs().sum() == 0)
+    True
+    """
+    own = module.state_dict()
+    loaded, new, take = [], {}, {}
+    for name, tensor in own.items():
+        if name not in state:
+            new[name] = "not in the source"
+        elif tuple(state[name].shape) != tuple(tensor.shape):
+            new[name] = f"shape {tuple(state[name].shape)} in the source, {tuple(tensor.shape)} here"
+        else:
+            take[name] = state[name]
+            loaded.append(name)
+    module.load_state_dict(take, strict=False)
+    unused = [name for name in state if name not in own]
+    return {"loaded": loaded, "new": new, "unused": unused}
+
+
+def _report_init(source, ckpt, name, report):
+    """Log one module's fine-tuning initialisation: what was copied and, by name, what was not."""
+    print(
+        f"init_from {source}: {name}: {len(report['loaded'])} tensors loaded from {ckpt}, "
+        f"{len(report['new'])} new, {len(report['unused'])} unused",
+        flush=True,
+    )
+    for key, reason in report["new"].items():
+        print(f"  new (initialised fresh): {name}.{key} ({reason})", flush=True)
+    for key in report["unused"]:
+        print(f"  unused (in the source only): {name}.{key}", flush=True)
+
+
+def apply_init_from(source, modules, checkpointer=None, output_folder=None):
+    """Start a separation run from the matching weights of a trained model (fine-tuning).
+
+    The separator weights are located with :func:`nass.inference.find_checkpoint`
+    (a training output folder: its best checkpoint; an exported model folder:
+    ``separator.ckpt``) and read with :func:`nass.inference.load_state_dict`
+    (``weights_only``; the source's YAML is never run). Tensors whose name and shape
+    match are copied (:func:`copy_matching_weights`); the others keep their fresh
+    initialisation and are listed by name: adding the noise output to a 2-output model
+    leaves only the mask head (``masknet.conv2d``) new. Other modules (e.g. the PatchNCE
+    ``patch_sampler``) are initialised the same way from ``<module>.ckpt`` next to the
+    separator's checkpoint when it exists. The optimiser and the learning-rate schedule
+    are not taken from the source: they start fresh.
+
+    Nothing is done when ``checkpointer`` already holds a checkpoint of this run: the
+    run then resumes from it as usual.
+
+    Parameters
+    ----------
+    source : str
+        Training output folder or exported model folder.
+    modules : dict
+        ``name -> torch.nn.Module`` (the YAML's ``modules``; ``separator`` required).
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer, optional
+        This run's checkpointer.
+    output_folder : str, optional
+        Where ``init_from.json`` (the report, written atomically) goes.
+
+    Returns
+    -------
+    dict or None
+        ``{module name: report}`` (see :func:`copy_matching_weights`) plus ``"source"``
+        (the checkpoint file), or None when resuming.
+
+    Raises
+    ------
+    nass.inference.ModelLoadError
+        No checkpoint in ``source`` or a file that is not a plain state_dict.
+
+    Example
+    -------
+    >>> import os, tempfile, torch
+    >>> d = tempfile.mkdtemp()
+    >>> torch.save(torch.nn.Linear(2, 2).state_dict(), os.path.join(d, "separator.ckpt"))
+    >>> out = apply_init_from(d, {"separator": torch.nn.Linear(2, 2)})  # doctest: +ELLIPSIS
+    init_from ...: separator: 2 tensors loaded from ..., 0 new, 0 unused
+    >>> out["separator"]["loaded"]
+    ['weight', 'bias']
+    """
+    import json
+
+    from nass.dataio.audio import atomic_write
+    from nass.inference import find_checkpoint, load_state_dict
+
+    if checkpointer is not None and checkpointer.list_checkpoints():
+        print(f"init_from {source}: ignored, resuming from this run's own checkpoint in "
+              f"{checkpointer.checkpoints_dir}", flush=True)
+        return None
+    source = os.fspath(source)
+    ckpt = find_checkpoint(source)
+    out = {"source": ckpt}
+    for name, module in modules.items():
+        path = ckpt if name == "separator" else os.path.join(os.path.dirname(ckpt), f"{name}.ckpt")
+        if name != "separator" and not os.path.isfile(path):
+            print(f"init_from {source}: {name}: no {name}.ckpt next to {ckpt}; initialised fresh", flush=True)
+            continue
+        report = copy_matching_weights(module, load_state_dict(path, device="cpu"))
+        _report_init(source, path, name, report)
+        out[name] = report
+    if output_folder is not None and sb.utils.distributed.if_main_process():
+        os.makedirs(output_folder, exist_ok=True)
+        with atomic_write(os.path.join(output_folder, "init_from.json")) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(out, f, indent=1)
+    return out
+
+
+def freeze_encoder(separator):
+    """``freeze_encoder: True``: the separator's encoder is not trained (``requires_grad`` off).
+
+    Parameters
+    ----------
+    separator : nass.separation.MaskingSeparator
+
+    Returns
+    -------
+    int
+        Number of frozen parameters.
+
+    Example
+    -------
+    >>> import torch
+    >>> class S(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.encoder = torch.nn.Linear(2, 2)
+    >>> freeze_encoder(S())
+    2
+    """
+    params = list(separator.encoder.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    return len(params)
+
+
 def run_separation(argv=None):
     """Train and evaluate a separator from ``train.py hparams.yaml --key=value`` arguments.
 
@@ -371,6 +620,10 @@ def run_separation(argv=None):
     )
     manifests = prepare_manifests(hparams)
     train, valid, test_rows = build_datasets(hparams, manifests)
+    if hparams.get("init_from"):
+        apply_init_from(hparams["init_from"], hparams["modules"], hparams.get("checkpointer"), hparams["output_folder"])
+    if hparams.get("freeze_encoder"):
+        print(f"freeze_encoder: {freeze_encoder(hparams['separator'])} encoder parameters frozen", flush=True)
     brain = SeparationBrain(
         modules=hparams["modules"],
         opt_class=hparams["optimizer"],

@@ -115,6 +115,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_separate_cli_directory_input_exits_2_without_outputs(tmp_path, model_dir, capsys):
+    """A folder is read as its audio files (issue 20); one without any is refused."""
     from nass.cli import separate_main
 
     folder = tmp_path / "recordings"
@@ -122,7 +123,7 @@ def test_separate_cli_directory_input_exits_2_without_outputs(tmp_path, model_di
     out = tmp_path / "out"
     assert separate_main([str(folder), "--model", model_dir, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert str(folder) in err and "is a folder" in err and "Traceback" not in err
+    assert str(folder) in err and "folder without audio files" in err and "Traceback" not in err
     assert not out.exists()
 
 

@@ -1,6 +1,7 @@
 """GeCo / Fast-GeCo recipe: triplets, CorrectionBrain, export, evaluation before/after correction."""
 
 import csv
+import json
 import os
 import sys
 
@@ -280,6 +281,10 @@ def test_recipe_yamls_load_and_the_recipe_runs(tmp_path, corpus, model_dir):
               "--n_audio_to_save=0", "--noprogressbar"]
     assert run_correction([geco_yaml] + common + ["--test_split=null"]) is None  # evaluation: see below
     assert os.path.isfile(out / "corrector" / "corrector.json")
+    # issue 20: one train_log.jsonl row per validation, and the curves drawn from it
+    rows = [json.loads(line) for line in open(out / "train_log.jsonl")]
+    assert [r["epoch"] for r in rows] == [1] and "est_si-snr" in rows[0]["valid"]
+    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     # Fast-GeCo from that run, reusing its triplets (the cache is not rebuilt)
     triplets = out / "triplets" / "train" / "triplets.csv"
     stamp = os.stat(triplets).st_mtime_ns
@@ -309,3 +314,10 @@ def test_recipe_yamls_load_and_the_recipe_runs(tmp_path, corpus, model_dir):
             assert hp["correction_mode"] == name[:-5]
             assert hp["crop_samples"] == 16320 and hp["sample_rate"] == 8000
             assert hp["dataset"] == ("custom" if d == "Custom" else "librimix")
+    for name in ("geco-tiny.yaml", "fast-geco-tiny.yaml"):  # issue 20: tiny CPU sizes for your own folder
+        overrides = {"data_folder": root, "separator_folder": model_dir}
+        if name.startswith("fast"):
+            overrides["geco_folder"] = str(out)
+        with open(os.path.join(ROOT, "recipes", "Custom", "correction", "hparams", "tiny", name)) as f:
+            hp = load_hyperpyyaml(f, overrides)
+        assert hp["dataset"] == "custom" and hp["valid_split"] == "dev" and hp["crop_samples"] == 8128

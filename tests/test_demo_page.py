@@ -233,3 +233,23 @@ def test_chromium_renders_page_without_broken_media(page, tmp_path):
     (ok, broken, pending), check = _media_state(_run_chromium(["--dump-dom"], os.path.join(broken_dir, "index.html")))
     assert (ok, broken) == (total - 2, 2), check
     assert img in check and wav in check
+
+
+def test_curves_from_train_log_jsonl_per_step(tmp_path):
+    """Issue 20: the demo page reads train_log.jsonl (every log_interval_steps), not regexes;
+    a run shorter than one epoch still has a curve."""
+    import json
+
+    from nass.demo_page import plot_training_curves
+
+    p = tmp_path / "train_log.jsonl"
+    rows = [{"optimizer_step": k, "lr": 1e-3, "train_running": {"loss": 10.0 - k / 100, "nce_loss": 4.0}}
+            for k in (50, 100, 150)]
+    rows.append({"epoch": 1, "optimizer_step": 160, "lr": 1e-3, "train": {"loss": 8.0},
+                 "valid": {"loss": 7.0, "si-snr": 1.5}})
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    records = parse_train_log(str(p))
+    assert [r["step"] for r in records] == [50, 100, 150, 160]
+    assert records[0]["train loss"] == pytest.approx(10.0 - 0.5 - 4.0)  # the PatchNCE term left out
+    assert records[-1]["valid si-snr"] == 1.5 and records[-1]["epoch"] == 1
+    assert plot_training_curves({"NASS": records}, str(tmp_path / "curves.png"))

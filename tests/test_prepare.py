@@ -422,6 +422,7 @@ def test_dispatcher_routes_and_defaults(tmp_path):
         prepare_dataset("librimix", data, tmp_path / "save")
     with pytest.raises(DatasetError, match="num_spks=2"):
         prepare_dataset("wham", data, tmp_path / "save", num_spks=3)
-    # Same folder, explicit key: the custom layout is not found at the LibriMix root.
-    with pytest.raises(DatasetError, match="Splits that exist: wav8k"):
+    # Same folder, explicit key: custom reads a LibriMix root at its wav8k/min level (issue 20),
+    # and a split that is not there is listed with those that are
+    with pytest.raises(DatasetError, match="'valid' not found in .*wav8k.min. Splits that exist: dev, test, train"):
         prepare_dataset("custom", data, tmp_path / "save")

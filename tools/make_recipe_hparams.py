@@ -8,7 +8,10 @@ writes, so after editing the table run::
 
     python tools/make_recipe_hparams.py
 
-Model architectures live once in ``hparams/models/*.yaml`` and are ``!include``d.
+Model architectures live once in ``hparams/models/*.yaml``; this script copies them into
+every recipe YAML (sizes as top-level keys, objects under ``model:``), so a recipe YAML is
+self-contained: copied anywhere it still loads, and every model size is a ``--key=value``
+override (issue 20; a relative ``!include`` broke on a copied file).
 """
 
 import argparse
@@ -50,10 +53,20 @@ DATASETS = {
         folder="recipes/Custom/separation/hparams",
         title="a custom Libri2Mix-shaped folder (<split>/mix_both, s1, s2, noise[, mix_clean])",
         dataset="custom",
-        data_folder="!PLACEHOLDER  # e.g. /data/my_corpus",
+        data_folder="!PLACEHOLDER  # e.g. mycorpus/Libri2Mix (tools/create_mixtures.py --out) or <root>/wav8k/min",
         num_spks=2,
-        splits=("train", "valid", "test"),
-        nass_splits=("train", "valid", "test"),
+        splits=("train", "dev", "test"),  # the split names tools/create_mixtures.py writes
+        nass_splits=("train", "dev", "test"),
+    ),
+    "custom-tiny": dict(
+        folder="recipes/Custom/separation/hparams/tiny",
+        title="a custom Libri2Mix-shaped folder (tools/create_mixtures.py --out, or its wav8k/min), TINY CPU model",
+        dataset="custom",
+        data_folder="!PLACEHOLDER  # e.g. mycorpus/Libri2Mix (tools/create_mixtures.py --out)",
+        num_spks=2,
+        splits=("train", "dev", "test"),
+        nass_splits=("train", "dev", "test"),
+        tiny=True,
     ),
     "demo": dict(
         folder="recipes/LibriMix/separation/hparams/demo",
@@ -77,7 +90,7 @@ MODELS = {
 # Tiny CPU sizes (demo corpus, tests): a few minutes of CPU training learn something.
 TINY = {
     "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=2, nhead=4, d_ffn=128, K=100),
-    "dprnn": dict(N_encoder_out=64, hidden_channels=32, num_blocks=2, K=100),
+    "dprnn": dict(N_encoder_out=64, hidden_channels=64, num_blocks=2, K=100, kernel_size=32),  # issue 21: h64 + stride 16 learnt faster per CPU second than h32 + stride 8
     "convtasnet": dict(N_encoder_out=64, B=32, H=64, P=3, X=4, R=1),
 }
 # Tiny models train for a fixed step budget with warm-up + linear decay (issue 21's
@@ -89,6 +102,12 @@ TINY_LR_NOTE = {
     "dprnn": "3e-3 learnt faster than 1e-3 on the demo corpus",
     "convtasnet": "not tuned",
 }
+# Custom fine-tuning YAMLs (``<model>-tiny<method>-finetune.yaml`` in the custom-tiny folder):
+# the architecture of the demo model (tools/run_demo.py), a tenth of its peak rate and a
+# short budget; every other YAML fine-tunes too with --init_from (and --lr, --freeze_encoder)
+FINETUNE = [("dprnn", "-noise")]
+FINETUNE_LR_FACTOR = 0.1
+FINETUNE_STEPS = 400
 FULL_N = {"sepformer": 256, "dprnn": 256, "convtasnet": 512}
 TINY_ENHANCER = {
     "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=1, nhead=4, d_ffn=128, K=100),
@@ -114,11 +133,87 @@ MODEL_METHODS = {
 }
 
 
-def render(ds_key, model, method):
+# ----------------------------------------------------------------------------- fragments
+OBJECT_TAGS = ("!new:", "!name:", "!apply:")
+
+
+def read_fragment(name):
+    """A model fragment of ``hparams/models/`` as ``(header, sizes, objects)``.
+
+    ``header``: its leading comment lines; ``sizes``: ``[(key, value, comment)]`` of the
+    top-level scalar keys (``num_masks`` left out: the recipe defines it); ``objects``:
+    ``[(key, [lines])]`` of the top-level objects (tag line and indented body).
+    """
+    import re
+
+    header, sizes, objects = [], [], []
+    lines = open(os.path.join(ROOT, "hparams", "models", name), encoding="utf-8").read().splitlines()
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.startswith("#") and not sizes and not objects:
+            header.append(line)
+            continue
+        if line.startswith((" ", "\t")):
+            objects[-1][1].append(line)
+            continue
+        m = re.match(r"^(\w+):\s*(.*?)\s*(#.*)?$", line)
+        if m is None:
+            raise ValueError(f"hparams/models/{name}: cannot read line {line!r}")
+        key, value, comment = m.group(1), m.group(2), (m.group(3) or "")
+        if value.startswith(OBJECT_TAGS):
+            objects.append((key, [line]))
+        elif key != "num_masks":
+            sizes.append((key, value, comment))
+    return header, sizes, objects
+
+
+def inline_fragment(name, mapping, values, prefix="", shared=()):
+    """Recipe lines for a fragment: its sizes as top-level keys, its objects under ``mapping:``.
+
+    Parameters
+    ----------
+    name : str
+        Fragment file in ``hparams/models/``.
+    mapping : str
+        The recipe key holding the objects (``model``, ``enhancer_model``).
+    values : dict
+        Sizes that differ from the fragment's defaults (the TINY tables).
+    prefix : str
+        Prepended to the size keys (``enhancer_``), except those in ``shared``.
+    shared : sequence of str
+        Size keys defined elsewhere in the recipe (``N_encoder_out`` of the enhancer).
+    """
+    import re
+
+    header, sizes, objects = read_fragment(name)
+    out = [f"# architecture copied from hparams/models/{name} by tools/make_recipe_hparams.py:"]
+    out += header
+    names = {key: (key if key in shared else prefix + key) for key, _, _ in sizes}
+    for key, value, comment in sizes:
+        if key in shared:
+            continue
+        line = f"{names[key]}: {values.get(key, value)}"
+        out.append(f"{line.ljust(33)} {comment}".rstrip() if comment else line)
+    obj_names = {key for key, _ in objects}
+
+    def ref(match):
+        key = match.group(1)
+        if key in obj_names:
+            return f"<{mapping}[{key}]>"
+        return f"<{names.get(key, key)}>"
+
+    out.append(f"{mapping}:")
+    for _, body in objects:
+        for line in body:
+            out.append("    " + re.sub(r"<(\w+)>", ref, line))
+    return out
+
+
+def render(ds_key, model, method, finetune=False):
     ds, m = DATASETS[ds_key], METHODS[method]
     tiny = ds.get("tiny", False)
-    name = f"{model}{'-tiny' if tiny else ''}{method}"
-    rel = os.path.relpath(os.path.join(ROOT, "hparams", "models"), os.path.join(ROOT, ds["folder"]))
+    name = f"{model}{'-tiny' if tiny else ''}{method}{'-finetune' if finetune else ''}"
     splits = ds["nass_splits"] if m["nce"] or (m["noise"] and not m["front"]) else ds["splits"]
     train_split, valid_split, test_split = splits
     L = []
@@ -128,6 +223,9 @@ def render(ds_key, model, method):
     add(f"# Model: {model}{' (TINY CPU size)' if tiny else ''}; method: {m['title']}")
     add(f"# Data: {ds['title']}")
     add("# Run:   python recipes/<Dataset>/separation/train.py <this file> --data_folder=<path>")
+    if finetune:
+        add("# Fine-tuning: --init_from=<trained model or training folder> (matching weights are copied,")
+        add("# the rest is reported by name; fresh optimiser and schedule; resume works as usual)")
     add("# HyperPyYAML executes the Python objects it names: only run YAML files you trust.")
     add("# " + "#" * 78)
     add("")
@@ -160,13 +258,20 @@ def render(ds_key, model, method):
     nass_family = m["noise"] or m["nce"]
     S = ds["num_spks"]
     if tiny:
-        add("N_epochs: 20")
+        if ds_key == "custom-tiny":
+            add("N_epochs: 1000                    # the step budget (optimizer_step_limit) ends the run, whatever the folder's size")
+        else:
+            add("N_epochs: 20")
         add("batch_size: 4")
-        add(f"lr: {TINY_LR[model]}                         # peak of the warm-up + linear decay below ({TINY_LR_NOTE[model]})")
+        if finetune:
+            add(f"lr: {TINY_LR[model] * FINETUNE_LR_FACTOR:.4g}                        # fine-tuning: a tenth of the from-scratch peak ({TINY_LR[model]})")
+        else:
+            add(f"lr: {TINY_LR[model]}                         # peak of the warm-up + linear decay below ({TINY_LR_NOTE[model]})")
         add("training_signal_len: 24000        # samples: 3 s random crops")
         add("valid_signal_len: 0               # whole utterances")
         add("valid_max_utterances: 100         # validate on 100 dev mixtures spread over the split (null: all)")
-        add(f"optimizer_step_limit: {TINY_STEPS}         # the budget; the schedule decays to 0 here (--optimizer_step_limit=N moves both)")
+        steps = FINETUNE_STEPS if finetune else TINY_STEPS
+        add(f"optimizer_step_limit: {steps}         # the budget; the schedule decays to 0 here (--optimizer_step_limit=N moves both)")
     else:
         if m["front"]:
             add("N_epochs: 120                     # GM paper and reference yaml: 120 epochs")
@@ -181,6 +286,14 @@ def render(ds_key, model, method):
         add("valid_signal_len: 0")
         add("valid_max_utterances: null        # validate on every dev mixture (the papers)")
     add("max_grad_norm: 5                  # gradient clipping (SpeechBrain SepFormer recipe)")
+    if finetune:
+        add("init_from: !PLACEHOLDER           # trained model or training folder (e.g. results/demo)")
+        add("freeze_encoder: False             # True: keep the pretrained encoder fixed")
+    else:
+        add("init_from: null                   # fine-tune: a trained model or training folder; matching weights start the run")
+        add("freeze_encoder: False             # True: the encoder's weights stay fixed (fine-tuning)")
+    add("tensorboard: False                # True: event files in <output_folder>/tensorboard (pip install 'nass[tensorboard]')")
+    add("plot_training_curves: True        # <output_folder>/training_curves.png from train_log.jsonl at every validation")
     if tiny:
         add("precision: auto                   # auto: bf16 on CPUs with AVX512-BF16/AMX and bf16 GPUs, else fp32 (logged)")
     else:
@@ -233,22 +346,17 @@ def render(ds_key, model, method):
         add("noise_input: enhanced            # enhanced (noise mask on enhanced_w) | mixture (on mix_w, before the enhancer)")
     add("num_masks: " + ("!ref <num_spks> + 1   # speakers + noise" if m["noise"] else "!ref <num_spks>"))
     add("")
-    add("# ---- model (sizes overridable here; architecture in hparams/models/)")
-    sizes = TINY[model] if tiny else {"N_encoder_out": FULL_N[model]}
-    for k, v in sizes.items():
-        add(f"{k}: {v}")
-    add(f"model: !include:{rel}/{MODELS[model]['fragment']}")
-    add("    num_masks: !ref <num_masks>")
-    for k in sizes:
-        add(f"    {k}: !ref <{k}>")
+    add("# ---- model: every size below is a top-level key (--num_layers=1, --kernel_size=8, ...)")
+    sizes = dict(TINY[model]) if tiny else {"N_encoder_out": FULL_N[model]}
+    for line in inline_fragment(MODELS[model]["fragment"], "model", sizes):
+        add(line)
     if m["front"]:
         esizes = {k: v for k, v in (TINY_ENHANCER[model] if tiny else {}).items() if k != "N_encoder_out"}
-        for k, v in esizes.items():
-            add(f"enhancer_{k}: {v}")
-        add(f"enhancer_model: !include:{rel}/{MODELS[model]['enhancer']}")
-        add("    N_encoder_out: !ref <N_encoder_out>")
-        for k in esizes:
-            add(f"    {k}: !ref <enhancer_{k}>")
+        add("")
+        for line in inline_fragment(
+            MODELS[model]["enhancer"], "enhancer_model", esizes, prefix="enhancer_", shared=("N_encoder_out",)
+        ):
+            add(line)
     add("")
     add("separator: !new:nass.separation.MaskingSeparator")
     add("    encoder: !ref <model[encoder]>")
@@ -327,6 +435,9 @@ def all_files():
             for method in methods:
                 name, text = render(ds_key, model, method)
                 out[os.path.join(ds["folder"], name + ".yaml")] = text
+    for model, method in FINETUNE:
+        name, text = render("custom-tiny", model, method, finetune=True)
+        out[os.path.join(DATASETS["custom-tiny"]["folder"], name + ".yaml")] = text
     return out
 
 

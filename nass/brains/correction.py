@@ -32,6 +32,8 @@ which :func:`nass.correction.load_corrector` and ``nass-separate --corrector`` r
 
 YAML keys read here: ``correction_mode`` (geco | fast-geco), ``ema_decay``,
 ``valid_steps``, ``valid_si_snr_utterances``, ``valid_seed``, ``train_logger``,
+``init_from`` (fine-tuning: :func:`corrector_init_from`), ``tensorboard``,
+``plot_training_curves`` (:mod:`nass.curves`: one ``train_log.jsonl`` row per validation),
 ``epoch_counter``; modules: ``corrector`` (a :class:`nass.correction.GeCoModel`).
 
 Several processes (``torchrun --nproc_per_node=N train.py ... --distributed_backend=gloo``
@@ -268,12 +270,29 @@ class CorrectionBrain(sb.core.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta=meta, train_stats=getattr(self, "train_stats", None), valid_stats=stats
             )
+        self._log_json(meta, stats)
         if self.checkpointer is not None:
             score = stats["si-snr"] if stats["si-snr"] == stats["si-snr"] else -float(stage_loss)
             self.checkpointer.save_and_keep_only(
                 meta={"si-snr": score, "loss": float(stage_loss), "epoch": epoch},
                 max_keys=["si-snr"], num_to_keep=1,
             )
+
+    @main_process_only
+    def _log_json(self, meta, stats):
+        """One row per validation in ``<output_folder>/train_log.jsonl`` (TensorBoard with
+        ``tensorboard: True``), and ``training_curves.png`` redrawn (``plot_training_curves: True``)."""
+        from nass.curves import TensorBoardLog, append_train_log, redraw_training_curves
+
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None:
+            return
+        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+            self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
+        append_train_log(folder, {**meta, "train": getattr(self, "train_stats", None), "valid": stats},
+                         getattr(self, "_tensorboard", None))
+        if getattr(self.hparams, "plot_training_curves", False):
+            redraw_training_curves(folder)
 
     # ------------------------------------------------------------------ export
     def export(self, folder):
@@ -338,6 +357,61 @@ def build_correction_data(hparams):
         run_on_main(build_triplets, kwargs=kwargs)
         rows[key] = read_triplets(build_triplets(**kwargs))  # reuses the main process's cache
     return manifests, rows
+
+
+def corrector_init_from(source, corrector, checkpointer=None):
+    """Fine-tuning: start a correction run from the matching weights of a trained corrector.
+
+    Parameters
+    ----------
+    source : str
+        A corrector folder (``corrector.ckpt``, :func:`nass.correction.save_corrector`)
+        or a correction training output folder holding one in ``corrector/``.
+    corrector : nass.correction.GeCoModel
+        This run's corrector; tensors of its ``score_model`` whose name and shape match
+        are copied (:func:`nass.training.copy_matching_weights`), the others are listed
+        by name. The optimiser, the moving average and the schedule start fresh.
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer, optional
+        When it holds a checkpoint of this run, nothing is done (the run resumes).
+
+    Returns
+    -------
+    dict or None
+        The report of :func:`nass.training.copy_matching_weights`, None when resuming.
+
+    Raises
+    ------
+    nass.inference.ModelLoadError
+        No ``corrector.ckpt`` in ``source`` (or ``source/corrector``), or not a plain state_dict.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from nass.correction import BBEDSDE, GeCoModel, ScoreModel, SpecTransform
+    >>> d = tempfile.mkdtemp()
+    >>> save_corrector(GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform()), d)
+    >>> new = GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform())
+    >>> report = corrector_init_from(d, new)  # doctest: +ELLIPSIS
+    init_from ...: corrector: ... tensors loaded from ..., 0 new, 0 unused
+    """
+    from nass.inference import ModelLoadError, load_state_dict
+    from nass.training import _report_init, copy_matching_weights
+
+    if checkpointer is not None and checkpointer.list_checkpoints():
+        print(f"init_from {source}: ignored, resuming from this run's own checkpoint", flush=True)
+        return None
+    source = os.fspath(source)
+    for path in (os.path.join(source, "corrector.ckpt"), os.path.join(source, "corrector", "corrector.ckpt")):
+        if os.path.isfile(path):
+            break
+    else:
+        raise ModelLoadError(
+            f"init_from={source}: no corrector.ckpt there nor in {os.path.join(source, 'corrector')}. "
+            "Give a corrector folder or the output folder of a GeCo / Fast-GeCo run."
+        )
+    report = copy_matching_weights(corrector.score_model, load_state_dict(path, device="cpu"))
+    _report_init(source, path, "corrector", report)
+    return report
 
 
 #: Table of the corrector the run started from (GeCo weights for Fast-GeCo), one step.
@@ -444,6 +518,8 @@ def run_correction(argv=None):
                            random_crop=True, epoch_size=hparams.get("train_rows_per_epoch"), seed=seed)
     valid = TripletDataset(rows["valid"], hparams["sample_rate"], crop_samples=hparams.get("valid_crop_samples"),
                            random_crop=False, seed=seed)
+    if hparams.get("init_from"):
+        corrector_init_from(hparams["init_from"], hparams["corrector"], hparams.get("checkpointer"))
     # the weights the run starts from (before any checkpoint is recovered): the
     # "one step before fine-tuning" row of the evaluation
     initial = copy.deepcopy(hparams["corrector"]).cpu() if hparams.get("test_split") else None

@@ -39,7 +39,10 @@ Modules are always called through ``self.modules`` so the DDP wrapper is used un
 ``threshold``, ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or
 null), ``speed_perturb_noise``, ``se_loss_weight``, ``se_loss_type`` (mse | neg_snr),
 ``gradient_modulation`` (none | projection), ``lambda_nce``, ``lr_scheduler``,
-``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``.
+``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``,
+``tensorboard`` (event files in ``<output_folder>/tensorboard``, :class:`nass.curves.TensorBoardLog`),
+``plot_training_curves`` (``<output_folder>/training_curves.png`` at every validation,
+:func:`nass.curves.plot_training_curves`).
 
 Health of each term: every epoch's training and validation statistics are logged with
 their reference values -- ``si-snr_input`` / ``noise_si-snr_input`` (the mixture used as the
@@ -57,7 +60,6 @@ training log (``gm_conflict_fraction``).
 """
 
 import inspect
-import json
 import logging
 import os
 import re
@@ -627,10 +629,22 @@ class SeparationBrain(sb.core.Brain):
         start = getattr(self, "_fit_start_time", None)
         if start is not None:
             record = {**record, "train_seconds": round(time.time() - start, 2)}
-        path = os.path.join(folder, "train_log.jsonl")
-        clean = json.loads(json.dumps(record, default=float), parse_constant=lambda c: None)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean, allow_nan=False) + "\n")
+        from nass.curves import TensorBoardLog, append_train_log
+
+        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+            self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
+        append_train_log(folder, record, getattr(self, "_tensorboard", None))
+
+    def _plot_curves(self):
+        """``plot_training_curves: True``: redraw ``<output_folder>/training_curves.png``
+        from ``train_log.jsonl`` (main process; a plotting failure is logged, never fatal)."""
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder is None or not getattr(self.hparams, "plot_training_curves", False):
+            return
+        if sb.utils.distributed.if_main_process():
+            from nass.curves import redraw_training_curves
+
+            redraw_training_curves(folder)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the epoch, apply the LR schedule, keep the best checkpoint by validation SI-SNR.
@@ -649,6 +663,7 @@ class SeparationBrain(sb.core.Brain):
             if getattr(self.hparams, "train_logger", None) is not None:
                 self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=train_stats, valid_stats=stats)
             self._write_jsonl({**meta, "train": train_stats, "valid": stats})
+            self._plot_curves()
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta={"si-snr": stats["si-snr"], "epoch": epoch}, max_keys=["si-snr"], num_to_keep=1

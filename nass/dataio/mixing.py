@@ -963,11 +963,15 @@ def generate_split(
     out_root = os.path.abspath(os.fspath(out_root))
     plans = _plan_split(list(utterances), sorted(noise_files), split, n_mixtures, num_spks, seed)
     jobs = [(p, sample_rate, num_spks, out_root, split, modes) for p in plans]
+    from tqdm import tqdm
+
+    bar = dict(total=len(jobs), desc=f"{split} mixtures", unit="mix", disable=None)  # bar on a terminal only
     if num_workers and num_workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=int(num_workers)) as ex:
-            results = list(ex.map(_write_mixture, jobs, chunksize=max(1, len(jobs) // (4 * num_workers))))
+            mapped = ex.map(_write_mixture, jobs, chunksize=max(1, len(jobs) // (4 * num_workers)))
+            results = list(tqdm(mapped, **bar))
     else:
-        results = [_write_mixture(j) for j in jobs]
+        results = [_write_mixture(j) for j in tqdm(jobs, **bar)]
 
     rows = [r for r, _ in results]
     src_cols = [c for k in range(num_spks) for c in (f"source_{k + 1}_path", f"source_{k + 1}_gain")]
