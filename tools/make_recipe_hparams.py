@@ -95,7 +95,7 @@ TINY = {
 }
 # Tiny models train for a fixed step budget with warm-up + linear decay (issue 21's
 # learning curves); peak rates measured on the demo corpus (bench/learning_curve.py)
-TINY_STEPS = 2000  # about 11 minutes of training (validation included) on 2 idle cores: 0.31 s per step
+TINY_STEPS = 1800  # about 11.5 minutes of training (validation included) on 2 idle cores: 0.36 s per step
 TINY_LR = {"sepformer": 0.001, "dprnn": 0.003, "convtasnet": 0.001}
 TINY_LR_NOTE = {
     "sepformer": "not tuned",
