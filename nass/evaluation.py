@@ -274,7 +274,7 @@ def evaluate_manifest(
         )
     try:
         means = _evaluate_rows(stage, rows, separate_fn, csv_path, examples_dir, num_spks, sample_rate, num_workers,
-                               save_examples, pesq_estoi, sdr_backend)
+                               save_examples, pesq_estoi, sdr_backend, manifest_csv, progress)
         stage.commit()
     except BaseException:
         stage.abort()
@@ -286,7 +286,7 @@ def evaluate_manifest(
 
 
 def _evaluate_rows(stage, rows, separate_fn, csv_path, examples_dir, num_spks, sample_rate, num_workers,
-                   save_examples, pesq_estoi, sdr_backend):
+                   save_examples, pesq_estoi, sdr_backend, manifest_csv, progress):
     """The body of :func:`evaluate_manifest`: every output goes through ``stage``."""
     used_names = set()
     results = [None] * len(rows)

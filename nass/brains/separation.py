@@ -60,6 +60,7 @@ training log (``gm_conflict_fraction``).
 """
 
 import inspect
+import json
 import logging
 import os
 import re
