@@ -29,17 +29,27 @@ MODEL_NAME = "tiny noise-aware DPRNN"
 
 
 def read_training(out):
-    """Steps and training seconds of the last validation record of ``<out>/train_log.jsonl``
-    (``(None, None)`` when the run wrote none, e.g. a run from before that key existed)."""
+    """Optimiser steps and training seconds from ``<out>/train_log.jsonl``: the last
+    validation record's step, and the sum over training sessions of each session's last
+    ``train_seconds`` (a resumed session counts from 0 again). ``(None, None)`` when the run
+    wrote none."""
     path = os.path.join(out, "train_log.jsonl")
-    steps = seconds = None
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                if "valid" in rec and "train_seconds" in rec:
-                    steps, seconds = rec.get("optimizer_step"), rec["train_seconds"]
-    return steps, seconds
+    steps, finished, current = None, 0.0, None
+    if not os.path.exists(path):
+        return None, None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if "train_seconds" not in rec:
+                continue
+            if current is not None and rec["train_seconds"] < current:
+                finished += current  # a new session began
+            current = rec["train_seconds"]
+            if "valid" in rec:
+                steps = rec.get("optimizer_step")
+    if current is None:
+        return None, None
+    return steps, finished + current
 
 
 def read_means(path):
