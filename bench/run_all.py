@@ -36,11 +36,12 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
+
+from nass.reproduce import environment  # the machine, as every report describes it
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -431,45 +432,6 @@ def correction_rows(parsed, separator, note):
             row[f"{key}_mean"] = _round(p[key], 4)
         out.append(row)
     return out
-
-
-# ----------------------------------------------------------------------------- environment
-def environment():
-    """Hardware and software of this machine (CPU model, cores, GPU, versions, git commit)."""
-    env = {"cpu": "unknown", "cores": os.cpu_count(), "gpu": "none", "python": platform.python_version()}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    env["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    for mod in ("torch", "speechbrain"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
-            env[mod] = "not installed"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            env["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except Exception:  # noqa: BLE001
-        pass
-    env["nass_commit"] = git_commit()
-    return env
-
-
-def git_commit():
-    """``git rev-parse HEAD`` (+ ``-dirty`` when tracked files differ), or ``unknown``."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head.stdout.strip()[:12] + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def separator_params(configs):

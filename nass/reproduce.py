@@ -741,14 +741,26 @@ def environment():
             env["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     except Exception:  # noqa: BLE001
         pass
+    env["nass_commit"] = git_commit()
+    return env
+
+
+def git_commit():
+    """``git rev-parse HEAD`` of the checkout (12 characters, ``-dirty`` when tracked files
+    differ), or ``unknown`` outside a git checkout.
+
+    Example
+    -------
+    >>> isinstance(git_commit(), str)
+    True
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
-        env["nass_commit"] = head.stdout.strip()[:12] + ("-dirty" if dirty else "")
+        return head.stdout.strip()[:12] + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        env["nass_commit"] = "unknown"
-    return env
+        return "unknown"
 
 
 # ----------------------------------------------------------------------------- running
