@@ -120,37 +120,27 @@ def read_times(out):
     return sorted(times.items())
 
 
-def build_separator(config, extra):
-    """The separator of ``config`` with the run's overrides (model objects only)."""
+def score_snapshots(config, out, data_folder, test_utterances):
+    """Score every snapshot on the first ``test_utterances`` test mixtures; returns ``{step: means}``.
+
+    The separator is built from the run's own ``hyperparams.yaml`` (SpeechBrain's copy, the
+    overrides applied) through :func:`nass.export.model_yaml`, so nothing of the training
+    set-up runs; the test split is the config's (the run trained with ``--test_split=null``).
+    """
+    import torch
     from hyperpyyaml import load_hyperpyyaml
 
-    overrides = {}
-    for arg in extra:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            overrides[key] = value
-    import tempfile
-
-    scratch = tempfile.mkdtemp(prefix="nass-lc-")
-    keep = {k: v for k, v in overrides.items() if k not in ("precision", "device", "data_folder")}
-    keep.update(output_folder=scratch)
-    yaml_overrides = "\n".join(f"{k}: {v}" for k, v in keep.items())
-    with open(yaml_path(config), encoding="utf-8") as f:
-        hp = load_hyperpyyaml(f, yaml_overrides)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return hp["separator"], hp
-
-
-def score_snapshots(config, extra, out, data_folder, test_utterances):
-    """Score every snapshot on the first ``test_utterances`` test mixtures; returns rows."""
-    import torch
-
     from nass.evaluation import evaluate_manifest
+    from nass.export import model_yaml, training_values
     from nass.inference import load_state_dict
     from nass.training import prepare_manifests
 
-    sep, hp = build_separator(config, extra)
-    hp = dict(hp, data_folder=data_folder, save_folder=os.path.join(out, "run", "save"), skip_prep=False)
+    run_yaml = os.path.join(out, "run", "hyperparams.yaml")
+    if not os.path.isfile(run_yaml):
+        raise SystemExit(f"{run_yaml}: not found. --score_only scores a folder this script trained (--out).")
+    sep = load_hyperpyyaml(model_yaml(run_yaml))["separator"]
+    hp = dict(training_values(run_yaml), data_folder=data_folder, save_folder=os.path.join(out, "run", "save"),
+              skip_prep=False, test_split=training_values(yaml_path(config))["test_split"])
     manifests = prepare_manifests(hp)
     results = {}
     for snap in sorted(glob.glob(os.path.join(out, "snapshots", "step-*"))):
@@ -257,7 +247,7 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
-    results = score_snapshots(args.config, extra, args.out, args.data_folder, args.test_utterances)
+    results = score_snapshots(args.config, args.out, args.data_folder, args.test_utterances)
     import torch
 
     meta = {
