@@ -142,28 +142,17 @@ def _device_of(argv):
     return "cuda" if os.environ.get("LOCAL_RANK") is not None and torch.cuda.is_available() else "cpu"
 
 
-def _resolve_auto_precision(argv, hparams=None):
-    """``--precision=auto`` in ``argv`` (SpeechBrain's parser refuses it) or ``precision: auto``
-    in the loaded YAML, replaced by :func:`resolve_precision` and logged."""
-    device = _device_of(argv)
-    resolved = resolve_precision("auto", device)
-    if hparams is None:
-        out = []
-        for i, arg in enumerate(argv):
-            if arg == "--precision=auto":
-                arg = f"--precision={resolved}"
-            elif arg == "auto" and i > 0 and argv[i - 1] == "--precision":
-                arg = resolved
-            else:
-                out.append(arg)
-                continue
+def _resolve_auto_precision(argv):
+    """``argv`` with ``--precision=auto`` (or ``--precision auto``), which SpeechBrain's parser
+    refuses, replaced by :func:`resolve_precision` for the command line's device, and printed."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--precision=auto" or (arg == "auto" and i > 0 and out[i - 1] == "--precision"):
+            device = _device_of(argv)
+            resolved = resolve_precision("auto", device)
+            out[i] = f"--precision={resolved}" if arg.startswith("--") else resolved
             print(f"precision: auto -> {resolved} on {device}", flush=True)
-            out.append(arg)
-        return out
-    if hparams.get("precision") == "auto":
-        hparams["precision"] = resolved
-        print(f"precision: auto (YAML) -> {resolved} on {device}", flush=True)
-    return hparams
+    return out
 
 
 def _step_limit_into_yaml(hparams_file, run_opts, overrides):
@@ -210,7 +199,8 @@ def resolve_auto_precision_in(hparams, run_opts=None):
     for key in ("precision", "eval_precision"):
         if hparams.get(key) == "auto":
             hparams[key] = resolve_precision("auto", device)
-            logger.info("%s: auto -> %s on %s", key, hparams[key], device)
+            logger.info("%s: auto (YAML) -> %s on %s", key, hparams[key], device)
+            print(f"{key}: auto (YAML) -> {hparams[key]} on {device}", flush=True)
 
 
 def yaml_keys_help(hparams_file):
@@ -318,7 +308,7 @@ def load_hparams(argv):
             raise
         except OSError as exc:  # e.g. the checkpointer cannot create the output folder
             raise SystemExit(f"{hparams_file}: {exc}")
-    _resolve_auto_precision(argv, hparams)
+    resolve_auto_precision_in(hparams, {"device": _device_of(argv)})
     return hparams_file, run_opts, overrides, hparams
 
 
