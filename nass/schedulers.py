@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 class BudgetLinearWarmupScheduler(LinearWarmupScheduler):
     """Linear warm-up to ``initial_value`` over ``num_warmup_steps``, then linear decay to 0
     at ``num_training_steps`` (SpeechBrain's ``LinearWarmupScheduler``, called after every
-    optimiser step with the optimizer), whose checkpoint restores only ``current_step``.
+    optimiser step with the optimizer, saved by its own saver), whose checkpoint loader
+    restores only ``current_step``.
 
     Parameters
     ----------
@@ -46,19 +47,6 @@ class BudgetLinearWarmupScheduler(LinearWarmupScheduler):
     >>> longer.current_step, longer.num_training_steps, longer.calculate_lr(10)
     (10, 18, 0.5)
     """
-
-    @checkpoints.mark_as_saver
-    def save(self, path):
-        """Save the step count and the schedule's settings (``torch.save`` of a dict)."""
-        torch.save(
-            {
-                "initial_value": self.lr0,
-                "num_warmup_steps": self.num_warmup_steps,
-                "num_training_steps": self.num_training_steps,
-                "current_step": self.current_step,
-            },
-            path,
-        )
 
     @checkpoints.mark_as_loader
     def load(self, path, end_of_epoch=False):
