@@ -490,3 +490,56 @@ def evaluate_with_correction(
 
     correction_summary(out_dir, {mode: f"test_metrics_{mode}.csv" for mode in modes})
     return results
+
+
+def read_column(csv_path, column="si-snr_i"):
+    """``{utterance ID: value}`` of one column of a ``test_metrics.csv`` (``mean`` row left out).
+
+    Used to pair two runs scored on the same test split (:func:`paired_delta`).
+
+    Raises
+    ------
+    ValueError
+        The file has no such column.
+    """
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"{csv_path}: no column {column!r}")
+        return {r["ID"]: float(r[column]) for r in reader if r["ID"] != "mean" and r[column] not in ("", "nan")}
+
+
+def paired_delta(a, b):
+    """Mean of ``a[id] - b[id]`` over the IDs both have, and 1.96 standard errors.
+
+    Parameters
+    ----------
+    a, b : dict
+        ``{utterance ID: value}`` (:func:`read_column`).
+
+    Returns
+    -------
+    (float, float, int)
+        Mean difference, half-width of its 95 % normal interval (NaN with fewer than two
+        pairs), number of pairs.
+
+    Raises
+    ------
+    ValueError
+        No ID in common (the two were scored on different test splits).
+
+    Example
+    -------
+    >>> mean, ci, n = paired_delta({"x": 3.0, "y": 5.0, "z": 1.0}, {"x": 1.0, "y": 2.0})
+    >>> round(mean, 2), round(ci, 2), n
+    (2.5, 0.98, 2)
+    """
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise ValueError("paired_delta: no utterance in common")
+    d = [a[i] - b[i] for i in ids]
+    mean = sum(d) / len(d)
+    if len(d) < 2:
+        return mean, float("nan"), len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    return mean, 1.96 * sd / math.sqrt(len(d)), len(d)

@@ -308,3 +308,38 @@ def test_learning_curve_snapshots_every_interval_and_scores_each(tmp_path, tiny_
     lc = _load("learning_curve")
     lc.plot([str(out)], str(png))
     assert png.stat().st_size > 1000
+
+
+def _metrics_csv(path, values):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "si-snr_i", "sdr_i"])
+        for k, v in values.items():
+            w.writerow([k, v, v + 0.5])
+        w.writerow(["mean", sum(values.values()) / len(values), sum(values.values()) / len(values) + 0.5])
+
+
+def test_quality_at_budget_method_table_pairs_mixtures_across_seeds(tmp_path, capsys):
+    """The three-seed method table: mean ± std over seeds and the paired difference to the
+    baseline, per seed and pooled over mixtures (each mixture's Δ averaged over seeds)."""
+    q = _load("quality_at_budget")
+    out = str(tmp_path)
+    base = {1: {"a": 1.0, "b": 2.0, "c": 0.0}, 2: {"a": 1.5, "b": 2.5, "c": 0.5}}
+    # method = baseline + a per-mixture shift that differs by seed
+    shift = {1: {"a": 0.2, "b": 0.4, "c": 0.0}, 2: {"a": 0.4, "b": 0.0, "c": 0.2}}
+    for seed in (1, 2):
+        _metrics_csv(os.path.join(q.run_dir(out, "base", seed), "test", "test_metrics.csv"), base[seed])
+        _metrics_csv(os.path.join(q.run_dir(out, "meth", seed), "test", "test_metrics.csv"),
+                     {k: base[seed][k] + shift[seed][k] for k in base[seed]})
+    (row,) = q.paired_table(out, ["base", "meth"], [1, 2], "base")
+    assert [s for s, _, _ in row["per_seed"]] == [1, 2]
+    assert math.isclose(row["per_seed"][0][1], 0.2) and math.isclose(row["per_seed"][1][1], 0.2)
+    pooled = [0.3, 0.2, 0.1]  # mixture a: (0.2 + 0.4) / 2, b: (0.4 + 0) / 2, c: (0 + 0.2) / 2
+    assert math.isclose(row["pooled"], sum(pooled) / 3) and row["n"] == 3
+    sd = math.sqrt(sum((x - 0.2) ** 2 for x in pooled) / 2)
+    assert math.isclose(row["pooled_ci"], 1.96 * sd / math.sqrt(3))
+    rows = [{"config": c, "seed": s, **q.read_means(os.path.join(q.run_dir(out, c, s), "test", "test_metrics.csv"))}
+            for c in ("base", "meth") for s in (1, 2)]
+    text = q.print_method_table(rows, out, ["base", "meth"], [1, 2], "base")
+    assert "| base | 2 | +1.25 ± 0.35 |" in text and "+0.20 ± 0.11 (seeds: +0.20, +0.20)" in text
