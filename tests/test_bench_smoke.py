@@ -343,3 +343,19 @@ def test_quality_at_budget_method_table_pairs_mixtures_across_seeds(tmp_path, ca
             for c in ("base", "meth") for s in (1, 2)]
     text = q.print_method_table(rows, out, ["base", "meth"], [1, 2], "base")
     assert "| base | 2 | +1.25 ± 0.35 |" in text and "+0.20 ± 0.11 (seeds: +0.20, +0.20)" in text
+
+
+def test_bench_step_time_prints_each_precision_and_variant(capsys):
+    """bench/bench_step_time.py: one row per config and --set variant, a column per
+    precision and their ratio; the variant really changes the model built."""
+    bst = _load("bench_step_time")
+    bst.main(["--threads", "1", "--configs", "demo/convtasnet-tiny-noise", "--precision", "fp32", "bf16",
+              "--reps", "1", "--set", "kernel_size=32", "--set", "kernel_size=16"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| demo/")]
+    assert len(rows) == 2
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [c[1] for c in cells] == ["kernel_size=32", "kernel_size=16"]
+    assert all(float(c[4]) > 0 and float(c[5]) > 0 and float(c[6]) > 0 for c in cells)
+    sep32, _ = bst.build_separator("demo/convtasnet-tiny-noise", {"kernel_size": 32})
+    sep16, _ = bst.build_separator("demo/convtasnet-tiny-noise", {"kernel_size": 16})
+    assert sep32.encoder.conv1d.kernel_size != sep16.encoder.conv1d.kernel_size
