@@ -16,7 +16,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from conftest import REPO, dominant_hz, synthetic_voice
 from nass.brains.separation import SeparationBrain
 from nass.losses.pit import apply_perm, pit_si_snr
-from nass.separation import MaskingSeparator, fit_length
+from nass.separation import MaskingSeparator, fit_length, make_item
 
 DEMO = os.path.join(REPO, "recipes", "LibriMix", "separation", "hparams", "demo")
 
@@ -36,9 +36,7 @@ def make_batch(num_utts=2, seconds=0.5, seed=0, num_spks=2, noise_level=0.05):
         srcs = [torch.from_numpy(0.3 * synthetic_voice(rng, n, 8000, rng.uniform(*f0s[s]))) for s in range(num_spks)]
         noise = torch.from_numpy((noise_level * rng.standard_normal(n)).astype("float32"))
         clean = torch.stack(srcs).sum(0)
-        item = {"id": f"u{u}", "mix_sig": clean + noise, "noise_sig": noise, "mix_clean_sig": clean}
-        item.update({f"s{s + 1}_sig": srcs[s] for s in range(num_spks)})
-        items.append(item)
+        items.append(make_item(f"u{u}", clean + noise, srcs, noise, clean))
     return PaddedBatch(items)
 
 
@@ -153,9 +151,8 @@ def test_nass_unified_gm_step_runs_and_updates_everything(tmp_path, precision):
 
 def test_patch_nce_requires_noise_output(tmp_path):
     hp = load_demo("sepformer-tiny-nass", tmp_path, noise_target="none", num_masks=2)
-    brain = make_brain(hp, start=False)
-    with pytest.raises(ValueError, match="extra_output"):
-        brain.on_fit_start()
+    with pytest.raises(ValueError, match=r"loss_terms\[1\] \(noise_si_snr\).*noise_target: extra_output"):
+        make_brain(hp, start=False)
 
 
 def test_nonfinite_batch_is_skipped_then_stops(tmp_path, caplog):
@@ -186,17 +183,16 @@ def test_speed_perturb_speeds_make_pseudo_speakers_on_the_fly(speed, tmp_path):
     srcs = [torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32")) for f in (200.0, 330.0)]
     noise = torch.zeros(2 * n)  # the noise is not perturbed (references): long enough for both speeds
     srcs = [torch.nn.functional.pad(x, (0, n)) for x in srcs]
-    item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
-    batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
+    batch = PaddedBatch([make_item("u0", srcs[0] + srcs[1] + noise, srcs, noise, srcs[0] + srcs[1])])
     _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
-    length = refs["sources"].shape[1]
+    length = refs.sources.shape[1]
     assert abs(length - 2 * n * 100 / speed) <= 2 or length == 2 * n
-    assert refs["noise"].shape[1] == length
+    assert refs.noise.shape[1] == length
     for k, f in enumerate((200.0, 330.0)):
-        assert dominant_hz(refs["sources"][0, :, k].numpy(), 8000) == pytest.approx(f * speed / 100, abs=3)
-    assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
+        assert dominant_hz(refs.sources[0, :, k].numpy(), 8000) == pytest.approx(f * speed / 100, abs=3)
+    assert torch.allclose(refs.mix, refs.sources.sum(-1) + refs.noise)
     _, refs = brain.compute_forward(batch, sb.Stage.VALID)
-    assert refs["sources"].shape[1] == 2 * n
+    assert refs.sources.shape[1] == 2 * n
 
 
 @pytest.mark.parametrize("perturb_noise", [False, True])
@@ -208,12 +204,11 @@ def test_noise_is_speed_perturbed_only_when_asked(perturb_noise, tmp_path):
     n, t = 8000, np.arange(16000) / 8000
     tone = lambda f: torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32"))  # noqa: E731
     srcs, noise = [tone(200.0), tone(330.0)], tone(1000.0)
-    item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
-    batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
+    batch = PaddedBatch([make_item("u0", srcs[0] + srcs[1] + noise, srcs, noise, srcs[0] + srcs[1])])
     _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
     expected = 800.0 if perturb_noise else 1000.0
-    assert dominant_hz(refs["noise"][0].numpy(), 8000) == pytest.approx(expected, abs=5)
-    assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
+    assert dominant_hz(refs.noise[0].numpy(), 8000) == pytest.approx(expected, abs=5)
+    assert torch.allclose(refs.mix, refs.sources.sum(-1) + refs.noise)
 
 # ----------------------------------------------------------------------------- recipes / YAML
 def all_yaml():
