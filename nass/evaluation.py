@@ -415,7 +415,7 @@ def evaluate_with_correction(
     chunk_seconds=0.0,
     num_workers=2,
     save_examples=5,
-    pesq_estoi=True,
+    pesq_estoi=False,
     max_utterances=None,
     seed=0,
     sdr_backend="mir_eval",

@@ -31,6 +31,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
+from nass.hparams import require
+
 logger = logging.getLogger(__name__)
 
 
@@ -326,10 +328,10 @@ def prepare_manifests(hparams):
         save_folder=hparams["save_folder"],
         num_spks=hparams["num_spks"],
         sample_rate=hparams["sample_rate"],
-        mode=hparams.get("mode", "min"),
-        mixture=hparams.get("mixture", "noisy"),
-        splits=[hparams[k] for k in ("train_split", "valid_split", "test_split") if hparams.get(k)],
-        skip_prep=hparams.get("skip_prep", False),
+        mode=require(hparams, "mode"),
+        mixture=require(hparams, "mixture"),
+        splits=[require(hparams, k) for k in ("train_split", "valid_split", "test_split") if require(hparams, k)],
+        skip_prep=require(hparams, "skip_prep"),
     )
     from nass.dataio.manifest import DatasetError
 
@@ -379,20 +381,20 @@ def build_datasets(hparams, manifests):
 
     num_spks, rate = hparams["num_spks"], hparams["sample_rate"]
     rows = {
-        k: read_manifest(manifests[hparams[f"{k}_split"]], num_spks) if hparams.get(f"{k}_split") else []
+        k: read_manifest(manifests[hparams[f"{k}_split"]], num_spks) if require(hparams, f"{k}_split") else []
         for k in ("train", "valid", "test")
     }
-    rows["valid"] = spread_subset(rows["valid"], hparams.get("valid_max_utterances"))
-    segment = int(hparams.get("training_signal_len", 0) or 0)
-    if hparams.get("dynamic_mixing", False):
+    rows["valid"] = spread_subset(rows["valid"], require(hparams, "valid_max_utterances"))
+    segment = int(require(hparams, "training_signal_len") or 0)
+    if require(hparams, "dynamic_mixing"):
         from nass.dataio.dynamic_mixing import DynamicMixingDataset
 
         train = DynamicMixingDataset(
-            rows["train"], num_spks, rate, segment_seconds=segment / rate, seed=hparams.get("seed", 0)
+            rows["train"], num_spks, rate, segment_seconds=segment / rate, seed=require(hparams, "seed")
         )
     else:
-        train = make_dataset(rows["train"], num_spks, rate, segment_samples=segment, seed=hparams.get("seed", 0))
-    valid = make_dataset(rows["valid"], num_spks, rate, segment_samples=int(hparams.get("valid_signal_len", 0) or 0))
+        train = make_dataset(rows["train"], num_spks, rate, segment_samples=segment, seed=require(hparams, "seed"))
+    valid = make_dataset(rows["valid"], num_spks, rate, segment_samples=int(require(hparams, "valid_signal_len") or 0))
     test_rows = rows["test"]
     return train, valid, test_rows
 
@@ -415,13 +417,13 @@ def evaluate_best(brain, hparams, manifests):
     return evaluate_manifest(
         separate,
         manifests[hparams["test_split"]],
-        hparams.get("eval_folder", os.path.join(hparams["output_folder"], "test")),
+        require(hparams, "eval_folder"),
         num_spks=hparams["num_spks"],
         sample_rate=hparams["sample_rate"],
-        num_workers=hparams.get("eval_num_workers", 2),
-        save_examples=hparams.get("n_audio_to_save", 5),
-        pesq_estoi=hparams.get("eval_pesq_estoi", False),
-        sdr_backend=hparams.get("eval_sdr_backend", "mir_eval"),
+        num_workers=require(hparams, "eval_num_workers"),
+        save_examples=require(hparams, "n_audio_to_save"),
+        pesq_estoi=require(hparams, "eval_pesq_estoi"),
+        sdr_backend=require(hparams, "eval_sdr_backend"),
         overwrite=True,  # the run's own test folder: a resumed or repeated run re-scores it
     )
 
@@ -610,9 +612,9 @@ def run_separation(argv=None):
     )
     manifests = prepare_manifests(hparams)
     train, valid, test_rows = build_datasets(hparams, manifests)
-    if hparams.get("init_from"):
-        apply_init_from(hparams["init_from"], hparams["modules"], hparams.get("checkpointer"), hparams["output_folder"])
-    if hparams.get("freeze_encoder"):
+    if require(hparams, "init_from"):
+        apply_init_from(hparams["init_from"], hparams["modules"], require(hparams, "checkpointer"), hparams["output_folder"])
+    if require(hparams, "freeze_encoder"):
         print(f"freeze_encoder: {freeze_encoder(hparams['separator'])} encoder parameters frozen", flush=True)
     brain = SeparationBrain(
         modules=hparams["modules"],
@@ -626,7 +628,7 @@ def run_separation(argv=None):
     from speechbrain.dataio.batch import PaddedBatch
 
     train_kwargs.setdefault("collate_fn", PaddedBatch)
-    valid_kwargs = dict(hparams.get("valid_dataloader_opts", {"batch_size": 1}))
+    valid_kwargs = dict(require(hparams, "valid_dataloader_opts"))
     brain.fit(hparams["epoch_counter"], train, valid, train_loader_kwargs=train_kwargs, valid_loader_kwargs=valid_kwargs)
     if not sb.utils.distributed.if_main_process():
         return None

@@ -325,3 +325,24 @@ def test_missing_clean_mixture_is_the_sum_of_sources(tiny_librimix):
     item = make_dataset([row], 2, 8000)[0]
     assert torch.allclose(item["mix_clean_sig"], item["s1_sig"] + item["s2_sig"])
     assert not torch.allclose(item["mix_clean_sig"], item["mix_sig"])
+
+
+def test_a_key_the_brain_reads_must_be_in_the_yaml(tmp_path):
+    """No soft defaults: a key missing from the YAML fails naming it, never silently defaults."""
+    hp = load_demo("convtasnet-tiny", tmp_path, speed_perturb=None, B=8, H=16, X=2)
+    del hp["threshold_byloss"]
+    brain = make_brain(hp)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    with pytest.raises((KeyError, AttributeError), match="threshold_byloss"):
+        brain.fit_batch(make_batch())
+    hp = load_demo("convtasnet-tiny", tmp_path, B=8, H=16, X=2)
+    del hp["log_interval_steps"]
+    brain = make_brain(hp)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    with pytest.raises(KeyError, match="'log_interval_steps' key"):
+        brain.fit_batch(make_batch())
+    from nass.training import build_datasets
+
+    with pytest.raises(KeyError, match="'valid_max_utterances' key"):
+        no_splits = dict(train_split=None, valid_split=None, test_split=None)
+        build_datasets({**{k: v for k, v in hp.items() if k != "valid_max_utterances"}, **no_splits}, {})

@@ -336,6 +336,7 @@ def render(ds_key, model, method, finetune=False):
     else:
         add("eval_sdr_backend: mir_eval        # the papers' SDR; fast_bss_eval gives the same values faster")
     add("n_audio_to_save: 5                # separated test examples written as WAV")
+    add("eval_folder: !ref <output_folder>/test   # per-utterance test metrics, means and separated examples")
     add("")
     add("# Speed perturbation of every source, each its own speed (resampling: pitch and")
     add("# formants move with the speed). [95, 100, 105] is SpeechBrain's SepFormer recipe; a wider set,")

@@ -56,6 +56,7 @@ import torch
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only, run_on_main
 
 from nass.correction.ema import ExponentialMovingAverage
+from nass.hparams import require
 from nass.correction.model import MODES, load_corrector, save_corrector
 from nass.losses.si_snr import si_snr
 
@@ -164,7 +165,7 @@ class CorrectionBrain(sb.core.Brain):
         return c.module if hasattr(c, "module") else c
 
     def _mode(self):
-        mode = getattr(self.hparams, "correction_mode", "geco")
+        mode = require(self.hparams, "correction_mode")
         if mode not in MODES:
             raise ValueError(f"correction_mode must be one of {', '.join(MODES)}, got {mode!r}")
         return mode
@@ -186,7 +187,7 @@ class CorrectionBrain(sb.core.Brain):
         if getattr(self, "ema", None) is not None:
             return
         self.ema = ExponentialMovingAverage(
-            self._corrector().score_model.parameters(), decay=getattr(self.hparams, "ema_decay", 0.999)
+            self._corrector().score_model.parameters(), decay=require(self.hparams, "ema_decay")
         )
         if self.checkpointer is not None and "ema" not in self.checkpointer.recoverables:
             self.checkpointer.add_recoverable(
@@ -216,7 +217,7 @@ class CorrectionBrain(sb.core.Brain):
     # ------------------------------------------------------------------ validation
     def evaluate_batch(self, batch, stage):
         """Validation of one batch with a seed fixed per batch (comparable across epochs)."""
-        seed = int(getattr(self.hparams, "valid_seed", 0)) + self._valid_batches
+        seed = int(require(self.hparams, "valid_seed")) + self._valid_batches
         self._valid_batches += 1
         with torch.random.fork_rng(devices=[self.device] if "cuda" in str(self.device) else []):
             torch.manual_seed(seed)
@@ -229,9 +230,9 @@ class CorrectionBrain(sb.core.Brain):
         if self._mode() == "fast-geco":
             # the loss is the mean -SI-SNR of the one-step correction (scale-invariant)
             stats["si-snr"] += [-float(loss)] * est.shape[0]
-        elif len(stats["si-snr"]) < int(getattr(self.hparams, "valid_si_snr_utterances", 4)):
+        elif len(stats["si-snr"]) < int(require(self.hparams, "valid_si_snr_utterances")):
             corrected = self._corrector().correct(
-                est, mix, mode="geco", num_steps=int(getattr(self.hparams, "valid_steps", 30))
+                est, mix, mode="geco", num_steps=int(require(self.hparams, "valid_steps"))
             )
             stats["si-snr"] += si_snr(corrected, ref).tolist()
 
@@ -266,7 +267,7 @@ class CorrectionBrain(sb.core.Brain):
         if stage != sb.Stage.VALID:
             return
         meta = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "optimizer_step": self.optimizer_step}
-        if getattr(self.hparams, "train_logger", None) is not None:
+        if require(self.hparams, "train_logger") is not None:
             self.hparams.train_logger.log_stats(
                 stats_meta=meta, train_stats=getattr(self, "train_stats", None), valid_stats=stats
             )
@@ -284,14 +285,14 @@ class CorrectionBrain(sb.core.Brain):
         ``tensorboard: True``), and ``training_curves.png`` redrawn (``plot_training_curves: True``)."""
         from nass.curves import TensorBoardLog, append_train_log, redraw_training_curves
 
-        folder = getattr(self.hparams, "output_folder", None)
+        folder = require(self.hparams, "output_folder")
         if folder is None:
             return
-        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+        if require(self.hparams, "tensorboard") and getattr(self, "_tensorboard", None) is None:
             self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
         append_train_log(folder, {**meta, "train": getattr(self, "train_stats", None), "valid": stats},
                          getattr(self, "_tensorboard", None))
-        if getattr(self.hparams, "plot_training_curves", False):
+        if require(self.hparams, "plot_training_curves"):
             redraw_training_curves(folder)
 
     # ------------------------------------------------------------------ export
@@ -346,12 +347,12 @@ def build_correction_data(hparams):
 
     manifests = prepare_manifests(hparams)
     rows = {}
-    for key, limit in (("train", hparams.get("train_utterances")), ("valid", hparams.get("valid_utterances"))):
+    for key, limit in (("train", require(hparams, "train_utterances")), ("valid", require(hparams, "valid_utterances"))):
         split = hparams[f"{key}_split"]
         kwargs = dict(
             separator=hparams["separator_folder"], manifest_csv=manifests[split],
             cache_folder=hparams["triplet_folder"], split=split, num_spks=hparams["num_spks"],
-            sample_rate=hparams["sample_rate"], device=hparams.get("triplet_device", "cpu"),
+            sample_rate=hparams["sample_rate"], device=require(hparams, "triplet_device"),
             max_utterances=limit,
         )
         run_on_main(build_triplets, kwargs=kwargs)
@@ -420,7 +421,7 @@ INITIAL_ONE_STEP = "init-one-step"
 
 def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, corrector, modes,
                         initial=None, correction_steps=30, device="cpu", num_workers=2, save_examples=5,
-                        pesq_estoi=True, max_utterances=None, seed=0):
+                        pesq_estoi=False, max_utterances=None, seed=0):
     """Score the separator alone (identity), the starting corrector's one step, and the trained corrector.
 
     Tables (``out_dir``): ``test_metrics.csv`` (identity: the estimate unchanged),
@@ -513,16 +514,16 @@ def run_correction(argv=None):
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     manifests, rows = build_correction_data(hparams)
-    seed = int(hparams.get("seed", 0))
+    seed = int(require(hparams, "seed"))
     train = TripletDataset(rows["train"], hparams["sample_rate"], crop_samples=hparams["crop_samples"],
-                           random_crop=True, epoch_size=hparams.get("train_rows_per_epoch"), seed=seed)
-    valid = TripletDataset(rows["valid"], hparams["sample_rate"], crop_samples=hparams.get("valid_crop_samples"),
+                           random_crop=True, epoch_size=require(hparams, "train_rows_per_epoch"), seed=seed)
+    valid = TripletDataset(rows["valid"], hparams["sample_rate"], crop_samples=require(hparams, "valid_crop_samples"),
                            random_crop=False, seed=seed)
-    if hparams.get("init_from"):
-        corrector_init_from(hparams["init_from"], hparams["corrector"], hparams.get("checkpointer"))
+    if require(hparams, "init_from"):
+        corrector_init_from(hparams["init_from"], hparams["corrector"], require(hparams, "checkpointer"))
     # the weights the run starts from (before any checkpoint is recovered): the
     # "one step before fine-tuning" row of the evaluation
-    initial = copy.deepcopy(hparams["corrector"]).cpu() if hparams.get("test_split") else None
+    initial = copy.deepcopy(hparams["corrector"]).cpu() if require(hparams, "test_split") else None
     brain = CorrectionBrain(
         modules={"corrector": hparams["corrector"]},
         opt_class=hparams["optimizer"],
@@ -534,21 +535,21 @@ def run_correction(argv=None):
     brain.fit(
         hparams["epoch_counter"], train, valid,
         train_loader_kwargs=dict(hparams["dataloader_opts"]),
-        valid_loader_kwargs=dict(hparams.get("valid_dataloader_opts", {"batch_size": 1})),
+        valid_loader_kwargs=dict(require(hparams, "valid_dataloader_opts")),
     )
     corrector_folder = os.path.join(hparams["output_folder"], "corrector")
     brain.export(corrector_folder)
-    if not hparams.get("test_split") or not if_main_process():
+    if not require(hparams, "test_split") or not if_main_process():
         return None
     device = brain.device
     model, sep_hparams = load_separator(hparams["separator_folder"], device=device)
     corrector = load_corrector(corrector_folder, device=device)
-    modes = hparams.get("eval_correction_modes") or [hparams["correction_mode"]]
+    modes = require(hparams, "eval_correction_modes") or [hparams["correction_mode"]]
     return evaluate_correction(
         model, int(sep_hparams["sample_rate"]), hparams["num_spks"], manifests[hparams["test_split"]],
         os.path.join(hparams["output_folder"], "test"), corrector, modes, initial=initial,
-        correction_steps=hparams.get("eval_steps", 30), device=device,
-        num_workers=hparams.get("eval_num_workers", 2), save_examples=hparams.get("n_audio_to_save", 5),
-        pesq_estoi=hparams.get("eval_pesq_estoi", True), max_utterances=hparams.get("test_max_utterances"),
+        correction_steps=require(hparams, "eval_steps"), device=device,
+        num_workers=require(hparams, "eval_num_workers"), save_examples=require(hparams, "n_audio_to_save"),
+        pesq_estoi=require(hparams, "eval_pesq_estoi"), max_utterances=require(hparams, "test_max_utterances"),
         seed=seed,
     )

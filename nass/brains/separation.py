@@ -78,6 +78,7 @@ import time
 import speechbrain as sb
 import torch
 
+from nass.hparams import require
 from nass.losses.terms import check_hparams, check_loss_terms
 from nass.separation import SeparationBatch
 
@@ -235,8 +236,8 @@ class SeparationBrain(sb.core.Brain):
             term.bind(self.modules)  # terms call their modules through the wrapper
         counter = (self.checkpointer.recoverables.get("counter") if self.checkpointer is not None else None)
         if counter is not None and sb.utils.distributed.if_main_process():
-            folder = getattr(self.hparams, "output_folder", None)
-            logger_ = getattr(self.hparams, "train_logger", None)
+            folder = require(self.hparams, "output_folder")
+            logger_ = require(self.hparams, "train_logger")
             paths = [getattr(logger_, "save_file", None)] + ([os.path.join(folder, "train_log.jsonl")] if folder else [])
             prune_epoch_logs([p for p in paths if p], int(getattr(counter, "current", 0)))
         self._fit_start_time = time.time()
@@ -406,7 +407,7 @@ class SeparationBrain(sb.core.Brain):
         """Every ``log_interval_steps`` optimiser steps, the epoch's running term statistics
         go to ``train_log.jsonl`` (``{"optimizer_step", "epoch_step", "lr", "train_running"}``),
         so a term that does not learn shows within the first epoch."""
-        interval = int(getattr(self.hparams, "log_interval_steps", 0) or 0)
+        interval = int(require(self.hparams, "log_interval_steps") or 0)
         if interval <= 0 or self.optimizer_step % interval != 0:
             return
         self._write_jsonl(
@@ -457,7 +458,7 @@ class SeparationBrain(sb.core.Brain):
 
     def _log_gm_step(self, stats):
         """Append this step's modulation statistics to ``<output_folder>/gm_stats.csv``."""
-        folder = getattr(self.hparams, "output_folder", None)
+        folder = require(self.hparams, "output_folder")
         if folder is None or not sb.utils.distributed.if_main_process():
             return
         path = os.path.join(folder, "gm_stats.csv")
@@ -516,8 +517,8 @@ class SeparationBrain(sb.core.Brain):
         current = self.optimizer.param_groups[0]["lr"]
         kind = getattr(self, "_scheduler_kind", None)
         if kind is None:
-            kind = scheduler_kind(getattr(self.hparams, "lr_scheduler", None))
-        scheduler = getattr(self.hparams, "lr_scheduler", None)
+            kind = scheduler_kind(require(self.hparams, "lr_scheduler"))
+        scheduler = require(self.hparams, "lr_scheduler")
         if kind == "plateau":
             _, new = scheduler([self.optimizer], current_epoch=epoch, current_loss=valid_loss)
         elif kind == "metric":
@@ -533,7 +534,7 @@ class SeparationBrain(sb.core.Brain):
         """Append one record to ``<output_folder>/train_log.jsonl`` (main process), with
         ``train_seconds``: wall seconds since this session's first epoch began (validation
         included; a resumed run starts again from 0)."""
-        folder = getattr(self.hparams, "output_folder", None)
+        folder = require(self.hparams, "output_folder")
         if folder is None or not sb.utils.distributed.if_main_process():
             return
         start = getattr(self, "_fit_start_time", None)
@@ -541,15 +542,15 @@ class SeparationBrain(sb.core.Brain):
             record = {**record, "train_seconds": round(time.time() - start, 2)}
         from nass.curves import TensorBoardLog, append_train_log
 
-        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+        if require(self.hparams, "tensorboard") and getattr(self, "_tensorboard", None) is None:
             self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
         append_train_log(folder, record, getattr(self, "_tensorboard", None))
 
     def _plot_curves(self):
         """``plot_training_curves: True``: redraw ``<output_folder>/training_curves.png``
         from ``train_log.jsonl`` (main process; a plotting failure is logged, never fatal)."""
-        folder = getattr(self.hparams, "output_folder", None)
-        if folder is None or not getattr(self.hparams, "plot_training_curves", False):
+        folder = require(self.hparams, "output_folder")
+        if folder is None or not require(self.hparams, "plot_training_curves"):
             return
         if sb.utils.distributed.if_main_process():
             from nass.curves import redraw_training_curves
@@ -570,7 +571,7 @@ class SeparationBrain(sb.core.Brain):
             lr, next_lr = self._apply_epoch_scheduler(epoch, stats["loss"])
             meta = {"epoch": epoch, "lr": lr, "next_lr": next_lr, "optimizer_step": self.optimizer_step}
             train_stats = getattr(self, "train_stats", None)
-            if getattr(self.hparams, "train_logger", None) is not None:
+            if require(self.hparams, "train_logger") is not None:
                 self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=train_stats, valid_stats=stats)
             self._write_jsonl({**meta, "train": train_stats, "valid": stats})
             self._plot_curves()
