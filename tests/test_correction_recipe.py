@@ -272,7 +272,7 @@ def test_recipe_yamls_load_and_the_recipe_runs(tmp_path, corpus, model_dir):
     """The four LibriMix/Custom YAMLs load; the tiny GeCo recipe runs end to end on the tiny corpus."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from nass.brains.correction import run_correction
+    from nass.runner import run_correction
 
     root, _ = corpus
     geco_yaml = os.path.join(ROOT, "recipes/LibriMix/correction/hparams/demo/geco-tiny.yaml")

@@ -153,3 +153,14 @@ def test_backward_rule_is_checked(tmp_path):
     hp = load_text(_with_terms("sepformer-tiny-unified-gm", "    - !new:nass.losses.terms.SpeakerPIT\n"), tmp_path)
     with pytest.raises(ValueError, match="needs an se term"):
         make_brain(hp, start=False)
+
+
+def test_the_runner_refuses_a_configuration_before_touching_the_data(tmp_path):
+    from nass.runner import run_separation
+
+    argv = [os.path.join(DEMO, "dprnn-tiny-nass.yaml"), f"--output_folder={tmp_path / 'o'}",
+            "--data_folder=/nonexistent", "--noise_target=none", "--num_masks=2"]
+    with pytest.raises(SystemExit, match=r"dprnn-tiny-nass.yaml: loss_terms\[1\] \(noise_si_snr\) needs output.est_noise"):
+        run_separation(argv)
+    # before the experiment folder and the manifests (the checkpointer made the empty folder at YAML load)
+    assert not list((tmp_path / "o").rglob("*.yaml")) and not list((tmp_path / "o").rglob("*.csv"))

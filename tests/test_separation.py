@@ -341,7 +341,7 @@ def test_a_key_the_brain_reads_must_be_in_the_yaml(tmp_path):
     brain.on_stage_start(sb.Stage.TRAIN, 1)
     with pytest.raises(KeyError, match="'log_interval_steps' key"):
         brain.fit_batch(make_batch())
-    from nass.training import build_datasets
+    from nass.runner import build_datasets
 
     with pytest.raises(KeyError, match="'valid_max_utterances' key"):
         no_splits = dict(train_split=None, valid_split=None, test_split=None)

@@ -229,7 +229,7 @@ def test_noise_branch_reads_the_chosen_representation(noise_input, tmp_path):
 
 # ----------------------------------------------------------------------------- precision: auto, step budget
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
-    import nass.training as training
+    import nass.hparams as training
 
     monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
     assert training.resolve_precision("auto", "cpu") == "bf16"
@@ -242,9 +242,10 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch):
 
 @pytest.mark.parametrize("has_bf16, expected", [(True, "bf16"), (False, "fp32")])
 def test_precision_auto_is_accepted_on_the_command_line_and_in_the_yaml(has_bf16, expected, tmp_path, monkeypatch):
-    import nass.training as training
+    import nass.hparams
+    import nass.runner as training
 
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(nass.hparams, "cpu_has_bf16", lambda: has_bf16)
     yaml_file = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo", "dprnn-tiny-noise.yaml")
     base = [yaml_file, f"--output_folder={tmp_path / 'o'}", "--data_folder=/nonexistent"]
     _, run_opts, _, _ = training.load_hparams(base + ["--precision=auto"])  # SpeechBrain's parser refuses 'auto'
@@ -254,7 +255,7 @@ def test_precision_auto_is_accepted_on_the_command_line_and_in_the_yaml(has_bf16
 
 
 def test_command_line_step_limit_reaches_the_yaml_schedule(tmp_path):
-    from nass.training import load_hparams
+    from nass.runner import load_hparams
 
     yaml_file = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo", "dprnn-tiny-noise.yaml")
     _, run_opts, _, hparams = load_hparams(

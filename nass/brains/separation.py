@@ -78,7 +78,7 @@ import time
 import speechbrain as sb
 import torch
 
-from nass.hparams import require
+from nass.hparams import require, resolve_auto_precision_in
 from nass.losses.terms import check_hparams, check_loss_terms
 from nass.separation import SeparationBatch
 
@@ -218,9 +218,7 @@ class SeparationBrain(sb.core.Brain):
     """
 
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None):
-        # ``precision: auto`` in a YAML built without nass.training.load_hparams
-        from nass.training import resolve_auto_precision_in
-
+        # ``precision: auto`` in a YAML built without nass.runner.load_hparams
         resolve_auto_precision_in(hparams, run_opts)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         # a configuration that cannot work (a term without the output it needs) fails here,
