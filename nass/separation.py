@@ -286,11 +286,26 @@ class MaskingSeparator(torch.nn.Module):
         self.enhancer = enhancer
         self.num_spks = int(num_spks)
         self.noise_target = noise_target
+        # a mask network that declares its number of outputs is checked now, not at the first forward
+        declared = declared_num_masks(masknet)
+        if declared is not None and declared != self.num_masks:
+            raise ValueError(self._mask_count_message(declared))
+        declared = declared_num_masks(enhancer)
+        if declared is not None and declared != 1:
+            raise ValueError(f"the enhancer must be a one-output mask network, but it is built with {declared} outputs")
 
     @property
     def num_masks(self):
         """Number of mask-network outputs: ``num_spks`` (+1 with the noise output)."""
         return self.num_spks + (1 if self.noise_target == "extra_output" else 0)
+
+    def _mask_count_message(self, got):
+        return (
+            f"the mask network gives {got} masks but num_spks={self.num_spks} "
+            f"with noise_target={self.noise_target!r} needs {self.num_masks}: set the mask "
+            "network's num_spks (Dual_Path_Model) or C (ConvTasNet MaskNet) accordingly "
+            "(the recipe YAMLs: num_masks)"
+        )
 
     @property
     def has_enhancer(self):
@@ -343,11 +358,7 @@ class MaskingSeparator(torch.nn.Module):
             rep = enhanced_w
         masks = self.masknet(rep)
         if masks.shape[0] != self.num_masks:
-            raise ValueError(
-                f"the mask network returned {masks.shape[0]} masks but num_spks={self.num_spks} "
-                f"with noise_target={self.noise_target!r} needs {self.num_masks}: set the mask "
-                "network's num_spks (Dual_Path_Model) or C (ConvTasNet MaskNet) accordingly"
-            )
+            raise ValueError(self._mask_count_message(masks.shape[0]))
         masked_reps = rep.unsqueeze(0) * masks  # [M, B, N, L]
         if enhanced_w is not None and self.noise_target == "extra_output" and self.noise_input == "mixture":
             noise_rep = mix_w * masks[self.num_spks]
@@ -359,6 +370,30 @@ class MaskingSeparator(torch.nn.Module):
         est_sources = decoded[..., : self.num_spks]
         est_noise = decoded[..., self.num_spks] if self.noise_target == "extra_output" else None
         return SeparationOutput(est_sources, est_noise, mix_w, enhanced_w, masked_reps, encode=self.encode)
+
+
+def declared_num_masks(masknet):
+    """The number of masks a SpeechBrain mask network is built to give, or None when unknown.
+
+    ``Dual_Path_Model.num_spks`` (SepFormer, DPRNN) and ``conv_tasnet.MaskNet.C``; any
+    other module is only checked at its first forward.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> declared_num_masks(MaskNet(32, 16, 32, 3, 2, 1, C=3)), declared_num_masks(torch.nn.Identity())
+    (3, None)
+    """
+    if masknet is None:
+        return None
+    from speechbrain.lobes.models.conv_tasnet import MaskNet
+    from speechbrain.lobes.models.dual_path import Dual_Path_Model
+
+    if isinstance(masknet, Dual_Path_Model):
+        return int(masknet.num_spks)
+    if isinstance(masknet, MaskNet):
+        return int(masknet.C)
+    return None
 
 
 def fit_length(wav, length):

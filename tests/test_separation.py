@@ -101,11 +101,23 @@ def test_noise_output_slot_is_last_mask(tmp_path):
 
 def test_mask_count_mismatch_is_reported(tmp_path):
     hp = load_demo("sepformer-tiny", tmp_path)  # mask network built for 2 outputs
-    sep = MaskingSeparator(
-        hp["model"]["encoder"], hp["model"]["masknet"], hp["model"]["decoder"], num_spks=2, noise_target="extra_output"
-    )
-    with pytest.raises(ValueError, match="needs 3"):
+    enc, masknet, dec = hp["model"]["encoder"], hp["model"]["masknet"], hp["model"]["decoder"]
+    with pytest.raises(ValueError, match="gives 2 masks .* needs 3"):  # at construction (YAML load)
+        MaskingSeparator(enc, masknet, dec, num_spks=2, noise_target="extra_output")
+
+    class Opaque(torch.nn.Module):  # a mask network that declares nothing: checked at the first forward
+        def __init__(self):
+            super().__init__()
+            self.inner = masknet
+
+        def forward(self, x):
+            return self.inner(x)
+
+    sep = MaskingSeparator(enc, Opaque(), dec, num_spks=2, noise_target="extra_output")
+    with pytest.raises(ValueError, match="gives 2 masks .* needs 3"):
         sep(torch.randn(1, 800))
+    with pytest.raises(ValueError, match="one-output"):
+        MaskingSeparator(enc, masknet, dec, num_spks=2, enhancer=masknet)
     with pytest.raises(ValueError, match="noise_target"):
         MaskingSeparator(None, None, None, num_spks=2, noise_target="both")
 
