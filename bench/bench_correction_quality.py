@@ -84,7 +84,7 @@ def main():
     torch.set_num_threads(args.threads)
     wait_for(args.separator, args.wait)
 
-    from nass.brains.correction import evaluate_correction, run_correction
+    from nass.runner import evaluate_correction, run_correction
     from nass.correction import BBEDSDE, GeCoModel, ScoreModel, SpecTransform, load_corrector, save_corrector
     from nass.dataio.prepare import prepare_dataset
     from nass.inference import load_separator

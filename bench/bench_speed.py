@@ -128,15 +128,15 @@ def make_batch(batch_size, samples, num_spks=2, seed=0):
     import torch
     from speechbrain.dataio.batch import PaddedBatch
 
+    from nass.separation import make_item
+
     gen = torch.Generator().manual_seed(seed)
     items = []
     for b in range(batch_size):
         srcs = [0.1 * torch.randn(samples, generator=gen) for _ in range(num_spks)]
         noise = 0.03 * torch.randn(samples, generator=gen)
         clean = torch.stack(srcs).sum(0)
-        item = {"id": f"u{b}", "mix_sig": clean + noise, "noise_sig": noise, "mix_clean_sig": clean}
-        item.update({f"s{j + 1}_sig": srcs[j] for j in range(num_spks)})
-        items.append(item)
+        items.append(make_item(f"u{b}", clean + noise, srcs, noise, clean))
     return PaddedBatch(items)
 
 
@@ -181,10 +181,11 @@ def plain_step_fn(separator, batch, lr, max_grad_norm, num_spks, device):
     import torch
 
     from nass.losses.pit import pit_si_snr
+    from nass.separation import SeparationBatch
 
     opt = torch.optim.Adam(separator.parameters(), lr=lr)
-    mix = batch.mix_sig.data.to(device)
-    sources = torch.stack([getattr(batch, f"s{j + 1}_sig").data for j in range(num_spks)], -1).to(device)
+    refs = SeparationBatch.from_padded(batch, num_spks)
+    mix, sources = refs.mix.to(device), refs.sources.to(device)
     separator.train()
 
     def step():

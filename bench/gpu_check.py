@@ -98,13 +98,13 @@ def synthetic_sources(batch, samples, num_spks, seed, sample_rate=8000):
 def separation_batch(batch, samples, num_spks, seed):
     from speechbrain.dataio.batch import PaddedBatch
 
+    from nass.separation import make_item
+
     sources, noise = synthetic_sources(batch, samples, num_spks, seed)
     items = []
     for b in range(batch):
         clean = sources[b].sum(-1)
-        item = {"id": f"synthetic{b}", "mix_sig": clean + noise[b], "noise_sig": noise[b], "mix_clean_sig": clean}
-        item.update({f"s{s + 1}_sig": sources[b, :, s] for s in range(num_spks)})
-        items.append(item)
+        items.append(make_item(f"synthetic{b}", clean + noise[b], [sources[b, :, s] for s in range(num_spks)], noise[b], clean))
     return PaddedBatch(items)
 
 

@@ -2,7 +2,7 @@
 """SI-SNRi on the test split against training wall minutes and steps, from one run.
 
 One training run of a recipe YAML goes through the recipe's own code path
-(:func:`nass.training.run_separation`, the function every ``train.py`` calls), in this
+(:func:`nass.runner.run_separation`, the function every ``train.py`` calls), in this
 process, and the separator's weights are saved every ``--every`` optimiser steps to
 ``<out>/snapshots/step-<N>/separator.ckpt`` together with the training wall time at that
 step, counted from the start of the first epoch (data preparation and model set-up are
@@ -46,7 +46,7 @@ def yaml_path(config):
 
 
 def train_with_snapshots(config, out, steps, every, extra, threads):
-    """Train once through the recipe's own code path (:func:`nass.training.run_separation`,
+    """Train once through the recipe's own code path (:func:`nass.runner.run_separation`,
     in this process) and save the separator's weights every ``every`` optimiser steps.
 
     The snapshot is taken right after the optimiser step (``SeparationBrain.fit_batch`` is
@@ -62,7 +62,7 @@ def train_with_snapshots(config, out, steps, every, extra, threads):
     import torch
 
     from nass.brains.separation import SeparationBrain
-    from nass.training import run_separation
+    from nass.runner import run_separation
 
     run = os.path.join(out, "run")
     snaps = os.path.join(out, "snapshots")
@@ -133,7 +133,7 @@ def score_snapshots(config, out, data_folder, test_utterances):
     from nass.evaluation import evaluate_manifest
     from nass.export import model_yaml, training_values
     from nass.inference import load_state_dict
-    from nass.training import prepare_manifests
+    from nass.runner import prepare_manifests
 
     run_yaml = os.path.join(out, "run", "hyperparams.yaml")
     if not os.path.isfile(run_yaml):

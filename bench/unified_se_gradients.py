@@ -40,7 +40,6 @@ def measure(yaml_path, data_folder, se_loss_type, batches, batch_size, seed):
     from nass.dataio.manifest import read_manifest
     from nass.dataio.pipeline import make_dataset
     from nass.dataio.prepare import prepare_dataset
-    from nass.losses.gradient_modulation import shared_parameters
 
     out = os.path.join(ROOT, "results", "unified_se_gradients", se_loss_type)
     with open(yaml_path, encoding="utf-8") as f:
@@ -52,13 +51,13 @@ def measure(yaml_path, data_folder, se_loss_type, batches, batch_size, seed):
                             run_opts={"device": "cpu", "noprogressbar": True}, checkpointer=None)
     brain.on_fit_start()
     sep = brain._separator()
-    shared = shared_parameters(sep.encoder, sep.enhancer)
+    shared = sep.enhancement_shared_parameters()
     w = sep.encoder.conv1d.weight
     res = {"cos_se_w": [], "cos_se_ss": [], "conflict": []}
     for b in range(batches):
         batch = PaddedBatch([data[i] for i in range(b * batch_size, (b + 1) * batch_size)])
         losses = brain.compute_losses(brain.compute_forward(batch, sb.Stage.TRAIN), sb.Stage.TRAIN)
-        g_se = torch.autograd.grad(hp["se_loss_weight"] * losses["se"], shared, retain_graph=True, allow_unused=True)
+        g_se = torch.autograd.grad(losses["se"], shared, retain_graph=True, allow_unused=True)
         g_ss = torch.autograd.grad(losses["ss"], shared, allow_unused=True)
         pairs = [(a, c) for a, c in zip(g_se, g_ss) if a is not None and c is not None]
         flat_se = torch.cat([a.flatten() for a, _ in pairs])

@@ -348,7 +348,7 @@ class AtomicCheckpointer(Checkpointer):
                 custom_save_hooks=custom_save_hooks,
                 allow_partial_load=allow_partial_load,
             )
-        except OSError as exc:  # raised while the YAML loads, before nass.training.check_writable
+        except OSError as exc:  # raised while the YAML loads, before nass.runner.check_writable
             raise OSError(
                 exc.errno,
                 f"checkpoint folder {os.fspath(checkpoints_dir)!r} cannot be created ({exc.strerror or exc}). "

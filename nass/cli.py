@@ -120,7 +120,7 @@ def _output_dirs(inputs, out):
     """One output folder per input: ``out`` itself for one input, else ``out/<stem>``."""
     if len(inputs) == 1:
         return [out]
-    from nass.evaluation import safe_name
+    from nass.dataio.paths import safe_name
 
     dirs, used = [], set()
     for path in inputs:

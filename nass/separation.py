@@ -24,12 +24,133 @@ mask to the encoder output of the mixture ``mix_w`` instead, taken before the en
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, List, Optional, Protocol, runtime_checkable
 
 import torch
 
 NOISE_TARGETS = ("none", "extra_output")
 NOISE_INPUTS = ("enhanced", "mixture")
+
+
+def source_key(k):
+    """Batch key of speaker ``k`` (1-based): ``s1_sig``, ``s2_sig``, ...
+
+    Example
+    -------
+    >>> source_key(2)
+    's2_sig'
+    """
+    return f"s{int(k)}_sig"
+
+
+def item_keys(num_spks):
+    """The waveform keys of one dataset item, in order: ``mix_sig, s1_sig .. s{num_spks}_sig,
+    noise_sig, mix_clean_sig`` (every dataset and batch builder uses this list).
+
+    Example
+    -------
+    >>> item_keys(2)
+    ['mix_sig', 's1_sig', 's2_sig', 'noise_sig', 'mix_clean_sig']
+    """
+    return ["mix_sig", *[source_key(k + 1) for k in range(int(num_spks))], "noise_sig", "mix_clean_sig"]
+
+
+def make_item(utt_id, mix, sources, noise, mix_clean):
+    """One dataset item (a dict of 1-D waveforms keyed by :func:`item_keys`).
+
+    Parameters
+    ----------
+    utt_id : str
+    mix, noise, mix_clean : torch.Tensor
+        ``[time]`` waveforms (``noise`` all-zero when the data has none).
+    sources : sequence of torch.Tensor
+        ``num_spks`` waveforms ``[time]``.
+
+    Returns
+    -------
+    dict
+        ``{"id": utt_id, "mix_sig": .., "s1_sig": .., .., "noise_sig": .., "mix_clean_sig": ..}``.
+
+    Example
+    -------
+    >>> import torch
+    >>> item = make_item("u0", torch.zeros(4), [torch.zeros(4), torch.zeros(4)], torch.zeros(4), torch.zeros(4))
+    >>> sorted(item)
+    ['id', 'mix_clean_sig', 'mix_sig', 'noise_sig', 's1_sig', 's2_sig']
+    """
+    keys = item_keys(len(sources))
+    return {"id": utt_id, **dict(zip(keys, [mix, *sources, noise, mix_clean]))}
+
+
+@dataclasses.dataclass
+class SeparationBatch:
+    """One batch as every loss term and the Brain see it (built once, by :meth:`from_padded`).
+
+    Attributes
+    ----------
+    mix : torch.Tensor
+        ``[batch, time]`` input mixtures.
+    sources : torch.Tensor
+        ``[batch, time, num_spks]`` reference speakers.
+    noise : torch.Tensor
+        ``[batch, time]`` reference noise (all-zero when the data has none).
+    mix_clean : torch.Tensor
+        ``[batch, time]`` the sum of the sources.
+    ids : list of str
+        Utterance IDs.
+    lengths : torch.Tensor or None
+        ``[batch]`` relative lengths (1.0: the whole row; the rest is zero padding).
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> w = torch.ones(8)
+    >>> b = SeparationBatch.from_padded(PaddedBatch([make_item("u0", w, [w, w], w, w)]), num_spks=2)
+    >>> b.sources.shape, b.ids
+    (torch.Size([1, 8, 2]), ['u0'])
+    """
+
+    mix: torch.Tensor
+    sources: torch.Tensor
+    noise: torch.Tensor
+    mix_clean: torch.Tensor
+    ids: List[str]
+    lengths: Optional[torch.Tensor] = None
+
+    @property
+    def num_spks(self):
+        """Number of reference speakers."""
+        return int(self.sources.shape[-1])
+
+    @classmethod
+    def from_padded(cls, batch, num_spks):
+        """Read a SpeechBrain ``PaddedBatch`` of :func:`make_item` items.
+
+        Parameters
+        ----------
+        batch : speechbrain.dataio.batch.PaddedBatch
+        num_spks : int
+
+        Raises
+        ------
+        KeyError
+            A key of :func:`item_keys` is missing, named with the keys the batch has.
+        """
+        keys = item_keys(num_spks)
+        missing = [k for k in keys if not hasattr(batch, k)]
+        if missing:
+            raise KeyError(f"the batch lacks {missing} (num_spks={num_spks}); items must be built by "
+                           "nass.separation.make_item (keys: " + ", ".join(keys) + ")")
+        sources = torch.stack([getattr(batch, source_key(k + 1)).data for k in range(int(num_spks))], dim=-1)
+        return cls(
+            mix=batch.mix_sig.data,
+            sources=sources,
+            noise=batch.noise_sig.data,
+            mix_clean=batch.mix_clean_sig.data,
+            ids=[str(i) for i in batch.id],
+            lengths=batch.mix_sig.lengths,
+        )
 
 
 @dataclasses.dataclass
@@ -49,6 +170,10 @@ class SeparationOutput:
     masked_reps : torch.Tensor
         ``[num_masks, batch, N, L]`` decoder inputs (``rep * mask``); speakers first, the
         noise last when present. These are the NASS contrastive queries / negatives.
+    encode : callable or None
+        Maps waveforms ``[batch, time]`` to ``[batch, N, L]`` in the space of ``mix_w`` /
+        ``masked_reps`` (the separator's encoder): the PatchNCE positives ``Encoder(s_j)``
+        and the SE target ``Encoder(mix_clean)``. ``None``: no loss term may need it.
     """
 
     est_sources: torch.Tensor
@@ -56,6 +181,54 @@ class SeparationOutput:
     mix_w: torch.Tensor
     enhanced_w: Optional[torch.Tensor]
     masked_reps: torch.Tensor
+    encode: Optional[Callable] = None
+
+
+@runtime_checkable
+class SeparationModel(Protocol):
+    """What a separator gives the training code (the Brain and the loss terms); stated once.
+
+    A separator is a ``torch.nn.Module`` with:
+
+    - ``forward(mix)``: ``[batch, time]`` -> :class:`SeparationOutput` whose waveforms have
+      exactly ``time`` samples. ``est_sources`` is always set; ``est_noise`` when
+      ``noise_target == "extra_output"``; ``enhanced_w`` when ``has_enhancer``;
+      ``mix_w``, ``masked_reps`` and ``encode`` for the terms that read representations.
+    - ``num_spks`` (int) and ``noise_target`` (``"none"`` | ``"extra_output"``).
+    - ``has_enhancer`` (bool): the unified SE+SS front-end is present.
+    - ``enhancement_shared_parameters()``: the parameters on both the SE and the SS path
+      (encoder + enhancer), the tensors gradient modulation projects (``backward:
+      gradient_modulation``); only called when ``has_enhancer``.
+
+    What each method needs from it, checked before training by
+    :func:`nass.losses.terms.check_loss_terms`: NASS's noise term reads ``est_noise``;
+    PatchNCE reads ``masked_reps`` (speakers then the noise) and ``encode`` (positives);
+    the enhancement (SE) term reads ``enhanced_w``, ``mix_w`` and ``encode``; gradient
+    modulation calls ``enhancement_shared_parameters()``. A mapping network without
+    representations gives ``masked_reps``/``encode`` it can define, or only trains with
+    the waveform terms (speaker PIT, noise).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.dual_path import Encoder, Decoder
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> model = MaskingSeparator(Encoder(16, 32), MaskNet(32, 16, 32, 3, 2, 1, C=2), Decoder(32, 1, 16, 8), num_spks=2)
+    >>> isinstance(model, SeparationModel), isinstance(torch.nn.Linear(2, 2), SeparationModel)
+    (True, False)
+    """
+
+    num_spks: int
+    noise_target: str
+
+    @property
+    def has_enhancer(self) -> bool:
+        """Whether ``forward`` gives ``enhanced_w``."""
+
+    def enhancement_shared_parameters(self) -> list:
+        """Parameters on both the SE and the SS path (gradient modulation)."""
+
+    def forward(self, mix: torch.Tensor) -> SeparationOutput:
+        """``[batch, time]`` -> :class:`SeparationOutput`."""
 
 
 class MaskingSeparator(torch.nn.Module):
@@ -113,17 +286,51 @@ class MaskingSeparator(torch.nn.Module):
         self.enhancer = enhancer
         self.num_spks = int(num_spks)
         self.noise_target = noise_target
+        # a mask network that declares its number of outputs is checked now, not at the first forward
+        declared = declared_num_masks(masknet)
+        if declared is not None and declared != self.num_masks:
+            raise ValueError(self._mask_count_message(declared))
+        declared = declared_num_masks(enhancer)
+        if declared is not None and declared != 1:
+            raise ValueError(f"the enhancer must be a one-output mask network, but it is built with {declared} outputs")
 
     @property
     def num_masks(self):
         """Number of mask-network outputs: ``num_spks`` (+1 with the noise output)."""
         return self.num_spks + (1 if self.noise_target == "extra_output" else 0)
 
+    def _mask_count_message(self, got):
+        return (
+            f"the mask network gives {got} masks but num_spks={self.num_spks} "
+            f"with noise_target={self.noise_target!r} needs {self.num_masks}: set the mask "
+            "network's num_spks (Dual_Path_Model) or C (ConvTasNet MaskNet) accordingly "
+            "(the recipe YAMLs: num_masks)"
+        )
+
+    @property
+    def has_enhancer(self):
+        """Whether the unified SE+SS enhancer is present (``forward`` then gives ``enhanced_w``)."""
+        return self.enhancer is not None
+
+    def enhancement_shared_parameters(self):
+        """Encoder + enhancer parameters: on both the SE and the SS path (gradient modulation).
+
+        Raises
+        ------
+        ValueError
+            Without an enhancer.
+        """
+        from nass.losses.gradient_modulation import shared_parameters
+
+        if self.enhancer is None:
+            raise ValueError("enhancement_shared_parameters: this separator has no enhancer")
+        return shared_parameters(self.encoder, self.enhancer)
+
     def encode(self, wav):
         """Encoder representation ``[batch, N, L]`` of waveforms ``[batch, time]``.
 
         Used for the NASS positives (``Encoder(s_a)``) and the unified-SE target
-        (``Encoder(mix_clean)``).
+        (``Encoder(mix_clean)``); handed to the loss terms as ``SeparationOutput.encode``.
         """
         return self.encoder(wav)
 
@@ -151,11 +358,7 @@ class MaskingSeparator(torch.nn.Module):
             rep = enhanced_w
         masks = self.masknet(rep)
         if masks.shape[0] != self.num_masks:
-            raise ValueError(
-                f"the mask network returned {masks.shape[0]} masks but num_spks={self.num_spks} "
-                f"with noise_target={self.noise_target!r} needs {self.num_masks}: set the mask "
-                "network's num_spks (Dual_Path_Model) or C (ConvTasNet MaskNet) accordingly"
-            )
+            raise ValueError(self._mask_count_message(masks.shape[0]))
         masked_reps = rep.unsqueeze(0) * masks  # [M, B, N, L]
         if enhanced_w is not None and self.noise_target == "extra_output" and self.noise_input == "mixture":
             noise_rep = mix_w * masks[self.num_spks]
@@ -166,7 +369,31 @@ class MaskingSeparator(torch.nn.Module):
         decoded = decoded.permute(1, 2, 0)  # [B, T, M]
         est_sources = decoded[..., : self.num_spks]
         est_noise = decoded[..., self.num_spks] if self.noise_target == "extra_output" else None
-        return SeparationOutput(est_sources, est_noise, mix_w, enhanced_w, masked_reps)
+        return SeparationOutput(est_sources, est_noise, mix_w, enhanced_w, masked_reps, encode=self.encode)
+
+
+def declared_num_masks(masknet):
+    """The number of masks a SpeechBrain mask network is built to give, or None when unknown.
+
+    ``Dual_Path_Model.num_spks`` (SepFormer, DPRNN) and ``conv_tasnet.MaskNet.C``; any
+    other module is only checked at its first forward.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> declared_num_masks(MaskNet(32, 16, 32, 3, 2, 1, C=3)), declared_num_masks(torch.nn.Identity())
+    (3, None)
+    """
+    if masknet is None:
+        return None
+    from speechbrain.lobes.models.conv_tasnet import MaskNet
+    from speechbrain.lobes.models.dual_path import Dual_Path_Model
+
+    if isinstance(masknet, Dual_Path_Model):
+        return int(masknet.num_spks)
+    if isinstance(masknet, MaskNet):
+        return int(masknet.C)
+    return None
 
 
 def fit_length(wav, length):

@@ -4,7 +4,7 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_probe.py <yaml> --key=value ...
 
-It runs :func:`nass.training.run_separation` -- the whole body of every
+It runs :func:`nass.runner.run_separation` -- the whole body of every
 ``recipes/*/separation/train.py`` -- unchanged, after installing observers on
 :class:`nass.brains.separation.SeparationBrain` in this process only (the library has no
 test hooks). Each rank ``r`` writes ``$NASS_DDP_PROBE_DIR/rank<r>.pt`` (a dict of tensors and
@@ -119,14 +119,14 @@ def main(argv):
     import speechbrain.utils.logger
     import torch
 
-    import nass.training
+    import nass.runner
 
     # the environment dump (pip freeze, seconds) is irrelevant here
     speechbrain.utils.logger.get_environment_description = lambda: "(skipped in tests)\n"
     faults = [f for f in os.environ.get("NASS_DDP_PROBE_FAULT", "").split(",") if f]
     record = {"ids": [], "start": None, "end": None, "egid": os.getegid(), "poisoned": False}
     install(record, faults, rank)
-    nass.training.run_separation(argv)
+    nass.runner.run_separation(argv)
     folder = os.environ["NASS_DDP_PROBE_DIR"]
     tmp = os.path.join(folder, f".rank{rank}.pt.tmp")
     torch.save(record, tmp)

@@ -96,7 +96,7 @@ LIBRI2MIX_YAML = os.path.join(REPO, "recipes", "LibriMix", "separation", "hparam
 
 
 def test_yaml_missing_placeholder_and_unknown_key(tmp_path):
-    from nass.training import load_hparams
+    from nass.runner import load_hparams
 
     with pytest.raises(SystemExit) as err:
         load_hparams([LIBRI2MIX_YAML, f"--output_folder={tmp_path}"])

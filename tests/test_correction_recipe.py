@@ -187,8 +187,11 @@ def _brain(tmp_path, corrector, mode, rows, lr):
     ckpt = sb.utils.checkpoints.Checkpointer(
         str(tmp_path / f"save-{mode}"), recoverables={"corrector": corrector, "counter": counter}
     )
+    # every key the Brain reads (no soft defaults: a missing one fails naming it)
+    os.makedirs(tmp_path / f"out-{mode}", exist_ok=True)
     hparams = dict(correction_mode=mode, ema_decay=0.999, valid_steps=2, valid_si_snr_utterances=1,
-                   valid_seed=0, epoch_counter=counter)
+                   valid_seed=0, epoch_counter=counter, train_logger=None, output_folder=str(tmp_path / f"out-{mode}"),
+                   tensorboard=False, plot_training_curves=False)
     brain = CorrectionBrain(
         modules={"corrector": corrector}, opt_class=lambda p: torch.optim.Adam(p, lr=lr), hparams=hparams,
         run_opts={"device": "cpu", "noprogressbar": True}, checkpointer=ckpt,
@@ -269,7 +272,7 @@ def test_recipe_yamls_load_and_the_recipe_runs(tmp_path, corpus, model_dir):
     """The four LibriMix/Custom YAMLs load; the tiny GeCo recipe runs end to end on the tiny corpus."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from nass.brains.correction import run_correction
+    from nass.runner import run_correction
 
     root, _ = corpus
     geco_yaml = os.path.join(ROOT, "recipes/LibriMix/correction/hparams/demo/geco-tiny.yaml")

@@ -1,6 +1,6 @@
 """Every separation method family trains and evaluates under ``torchrun`` (2 processes, gloo, CPU).
 
-One launch per family of the recipe (``nass.training.run_separation``, the body of
+One launch per family of the recipe (``nass.runner.run_separation``, the body of
 ``recipes/*/separation/train.py``) through ``tests/ddp_probe.py``, which records what each
 rank stepped on and ended with. Checked per family: exit status 0 and a test-set
 evaluation; both ranks end with bit-identical parameters that training changed (so the

@@ -31,7 +31,7 @@ DEMO = os.path.join(ROOT, "recipes", "LibriMix", "correction", "hparams", "demo"
 
 WORKER = textwrap.dedent(
     '''
-    """Run nass.brains.correction.run_correction and record what this rank did (test helper)."""
+    """Run nass.runner.run_correction and record what this rank did (test helper)."""
     import hashlib, json, os, sys
 
     import torch
@@ -97,8 +97,10 @@ WORKER = textwrap.dedent(
 
 
     bc.CorrectionBrain.fit_batch, bc.CorrectionBrain.fit = recording_fit_batch, recording_fit
+    import nass.runner  # before the audit hook: importing may write a .pyc
+
     sys.addaudithook(audit)
-    bc.run_correction(sys.argv[1:])
+    nass.runner.run_correction(sys.argv[1:])
     brain = brains[0]
     record = dict(rank=RANK, ids=ids, losses=losses, writes=writes, wrapped=type(brain.modules.corrector).__name__,
                   exported=digest(brain._corrector().score_model.state_dict().values()), **brain.recorded)
@@ -199,6 +201,7 @@ def test_fast_geco_trains_under_torchrun(setup):
 
 @pytest.mark.parametrize("yaml", ["geco-tiny.yaml", "fast-geco-tiny.yaml"])
 def test_bf16_training_has_finite_losses(setup, yaml, monkeypatch):
+    import nass.runner
     from nass.brains import correction as bc
 
     losses, brains = [], []
@@ -219,9 +222,9 @@ def test_bf16_training_has_finite_losses(setup, yaml, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        bc.run_correction([os.path.join(DEMO, yaml), "--precision=bf16", "--device=cpu"]
-                          + ([f"--geco_folder={setup['geco']}"] + _common(setup, out, 1, test=False, rows=2)
-                             if yaml.startswith("fast") else _geco(setup, out, 1, test=False, rows=2)))
+        nass.runner.run_correction([os.path.join(DEMO, yaml), "--precision=bf16", "--device=cpu"]
+                                   + ([f"--geco_folder={setup['geco']}"] + _common(setup, out, 1, test=False, rows=2)
+                                      if yaml.startswith("fast") else _geco(setup, out, 1, test=False, rows=2)))
     finally:
         torch.set_num_threads(threads)
     assert brains[0].precision == "bf16"

@@ -141,7 +141,8 @@ def _read_csv(path):
 
 
 def test_evaluate_manifest_serial_and_parallel(tmp_path, capsys):
-    from nass.evaluation import evaluate_manifest, safe_name
+    from nass.dataio.paths import safe_name
+    from nass.evaluation import evaluate_manifest
 
     ids = ["a", "../../evil", "c/d"]
     manifest = _write_split(str(tmp_path / "data"), ids)
@@ -271,7 +272,7 @@ def test_separation_metrics_mix_clean_must_match_the_mixture():
 def test_safe_name_never_merges_two_ids():
     # two IDs must never share a file name: the s1/s2 cache files of a long (e.g. 3-speaker
     # demo-corpus) ID differ only after 120 characters; "a b" and "a_b" sanitise alike
-    from nass.evaluation import safe_name
+    from nass.dataio.paths import safe_name
 
     long_id = "-".join(["hedgewars.default-hedgewars-default-0001"] * 4)
     ids = [long_id + "_s1", long_id + "_s2", "a b", "a_b", "a/b", ".hidden", "_hidden", "..", "x" * 121]

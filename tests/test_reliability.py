@@ -1,6 +1,6 @@
 """Training survives SIGKILL, corrupt checkpoints fall back, non-finite runs stop cleanly, nothing loaded runs code.
 
-The end-to-end tests run the real recipe (``nass.training.run_separation``, the body of
+The end-to-end tests run the real recipe (``nass.runner.run_separation``, the body of
 ``recipes/LibriMix/separation/train.py``) in child processes that are killed with SIGKILL.
 To keep them fast on 2 busy cores, one helper process (the "zygote", source below) imports
 torch / SpeechBrain / nass once and ``fork``s a fresh child per launch; every launch gets
@@ -37,7 +37,7 @@ import json, os, sys, time, traceback
 import speechbrain as sb
 import speechbrain.utils.logger
 import torch
-import nass.training
+import nass.runner
 from nass.brains.separation import SeparationBrain
 from nass.checkpoints import AtomicCheckpointer, DELETING_PREFIX
 # the environment dump (pip freeze, ~2 s) is irrelevant here
@@ -133,7 +133,7 @@ for line in sys.stdin:
             torch.set_num_threads(1)
             if job.get("fault"):
                 install(job["fault"], job["marker"])
-            nass.training.run_separation(job["argv"])
+            nass.runner.run_separation(job["argv"])
         except BaseException:
             traceback.print_exc()  # as an uncaught exception: traceback, exit status 1
             code = 1
@@ -559,7 +559,7 @@ def test_unwritable_output_folder_fails_before_training(zygote, tiny_librimix, t
 def test_full_disk_is_reported_by_check_writable(tmp_path, monkeypatch):
     import errno
 
-    from nass.training import check_writable
+    from nass.runner import check_writable
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

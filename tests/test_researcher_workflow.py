@@ -77,7 +77,7 @@ def make_corpus(root, seed):
 
 
 def train(yaml, *args):
-    from nass.training import run_separation
+    from nass.runner import run_separation
 
     return run_separation([yaml, *args])
 
@@ -140,7 +140,7 @@ def _separator(yaml, tmp_path):
 
 
 def test_init_from_reports_the_new_noise_head_by_name(tmp_path, capsys):
-    from nass.training import apply_init_from
+    from nass.runner import apply_init_from
 
     plain = _separator(os.path.join(TINY, "sepformer-tiny.yaml"), tmp_path)["separator"]
     exported = tmp_path / "exported"
@@ -159,7 +159,7 @@ def test_init_from_reports_the_new_noise_head_by_name(tmp_path, capsys):
 
 
 def test_init_from_is_skipped_when_the_run_has_its_own_checkpoint(tmp_path, capsys):
-    from nass.training import apply_init_from
+    from nass.runner import apply_init_from
 
     hp = _separator(os.path.join(TINY, "sepformer-tiny.yaml"), tmp_path)
     hp["checkpointer"].save_checkpoint()
@@ -168,7 +168,7 @@ def test_init_from_is_skipped_when_the_run_has_its_own_checkpoint(tmp_path, caps
 
 
 def test_freeze_encoder_keeps_the_encoder(tmp_path):
-    from nass.training import freeze_encoder
+    from nass.runner import freeze_encoder
 
     sep = _separator(os.path.join(TINY, "dprnn-tiny.yaml"), tmp_path)["separator"]
     assert freeze_encoder(sep) == len(list(sep.encoder.parameters()))
@@ -184,7 +184,7 @@ def test_every_recipe_and_correction_yaml_takes_init_from():
 
 
 def test_correction_init_from_copies_the_score_model(tmp_path, capsys):
-    from nass.brains.correction import corrector_init_from
+    from nass.runner import corrector_init_from
     from nass.correction import BBEDSDE, GeCoModel, ScoreModel, SpecTransform, save_corrector
 
     torch.manual_seed(0)

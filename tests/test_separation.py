@@ -16,7 +16,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from conftest import REPO, dominant_hz, synthetic_voice
 from nass.brains.separation import SeparationBrain
 from nass.losses.pit import apply_perm, pit_si_snr
-from nass.separation import MaskingSeparator, fit_length
+from nass.separation import MaskingSeparator, fit_length, make_item
 
 DEMO = os.path.join(REPO, "recipes", "LibriMix", "separation", "hparams", "demo")
 
@@ -36,9 +36,7 @@ def make_batch(num_utts=2, seconds=0.5, seed=0, num_spks=2, noise_level=0.05):
         srcs = [torch.from_numpy(0.3 * synthetic_voice(rng, n, 8000, rng.uniform(*f0s[s]))) for s in range(num_spks)]
         noise = torch.from_numpy((noise_level * rng.standard_normal(n)).astype("float32"))
         clean = torch.stack(srcs).sum(0)
-        item = {"id": f"u{u}", "mix_sig": clean + noise, "noise_sig": noise, "mix_clean_sig": clean}
-        item.update({f"s{s + 1}_sig": srcs[s] for s in range(num_spks)})
-        items.append(item)
+        items.append(make_item(f"u{u}", clean + noise, srcs, noise, clean))
     return PaddedBatch(items)
 
 
@@ -103,11 +101,23 @@ def test_noise_output_slot_is_last_mask(tmp_path):
 
 def test_mask_count_mismatch_is_reported(tmp_path):
     hp = load_demo("sepformer-tiny", tmp_path)  # mask network built for 2 outputs
-    sep = MaskingSeparator(
-        hp["model"]["encoder"], hp["model"]["masknet"], hp["model"]["decoder"], num_spks=2, noise_target="extra_output"
-    )
-    with pytest.raises(ValueError, match="needs 3"):
+    enc, masknet, dec = hp["model"]["encoder"], hp["model"]["masknet"], hp["model"]["decoder"]
+    with pytest.raises(ValueError, match="gives 2 masks .* needs 3"):  # at construction (YAML load)
+        MaskingSeparator(enc, masknet, dec, num_spks=2, noise_target="extra_output")
+
+    class Opaque(torch.nn.Module):  # a mask network that declares nothing: checked at the first forward
+        def __init__(self):
+            super().__init__()
+            self.inner = masknet
+
+        def forward(self, x):
+            return self.inner(x)
+
+    sep = MaskingSeparator(enc, Opaque(), dec, num_spks=2, noise_target="extra_output")
+    with pytest.raises(ValueError, match="gives 2 masks .* needs 3"):
         sep(torch.randn(1, 800))
+    with pytest.raises(ValueError, match="one-output"):
+        MaskingSeparator(enc, masknet, dec, num_spks=2, enhancer=masknet)
     with pytest.raises(ValueError, match="noise_target"):
         MaskingSeparator(None, None, None, num_spks=2, noise_target="both")
 
@@ -153,9 +163,8 @@ def test_nass_unified_gm_step_runs_and_updates_everything(tmp_path, precision):
 
 def test_patch_nce_requires_noise_output(tmp_path):
     hp = load_demo("sepformer-tiny-nass", tmp_path, noise_target="none", num_masks=2)
-    brain = make_brain(hp, start=False)
-    with pytest.raises(ValueError, match="extra_output"):
-        brain.on_fit_start()
+    with pytest.raises(ValueError, match=r"loss_terms\[1\] \(noise_si_snr\).*noise_target: extra_output"):
+        make_brain(hp, start=False)
 
 
 def test_nonfinite_batch_is_skipped_then_stops(tmp_path, caplog):
@@ -186,17 +195,16 @@ def test_speed_perturb_speeds_make_pseudo_speakers_on_the_fly(speed, tmp_path):
     srcs = [torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32")) for f in (200.0, 330.0)]
     noise = torch.zeros(2 * n)  # the noise is not perturbed (references): long enough for both speeds
     srcs = [torch.nn.functional.pad(x, (0, n)) for x in srcs]
-    item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
-    batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
+    batch = PaddedBatch([make_item("u0", srcs[0] + srcs[1] + noise, srcs, noise, srcs[0] + srcs[1])])
     _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
-    length = refs["sources"].shape[1]
+    length = refs.sources.shape[1]
     assert abs(length - 2 * n * 100 / speed) <= 2 or length == 2 * n
-    assert refs["noise"].shape[1] == length
+    assert refs.noise.shape[1] == length
     for k, f in enumerate((200.0, 330.0)):
-        assert dominant_hz(refs["sources"][0, :, k].numpy(), 8000) == pytest.approx(f * speed / 100, abs=3)
-    assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
+        assert dominant_hz(refs.sources[0, :, k].numpy(), 8000) == pytest.approx(f * speed / 100, abs=3)
+    assert torch.allclose(refs.mix, refs.sources.sum(-1) + refs.noise)
     _, refs = brain.compute_forward(batch, sb.Stage.VALID)
-    assert refs["sources"].shape[1] == 2 * n
+    assert refs.sources.shape[1] == 2 * n
 
 
 @pytest.mark.parametrize("perturb_noise", [False, True])
@@ -208,12 +216,11 @@ def test_noise_is_speed_perturbed_only_when_asked(perturb_noise, tmp_path):
     n, t = 8000, np.arange(16000) / 8000
     tone = lambda f: torch.from_numpy((0.3 * np.sin(2 * np.pi * f * t)).astype("float32"))  # noqa: E731
     srcs, noise = [tone(200.0), tone(330.0)], tone(1000.0)
-    item = {"id": "u0", "s1_sig": srcs[0], "s2_sig": srcs[1], "noise_sig": noise, "mix_clean_sig": srcs[0] + srcs[1]}
-    batch = PaddedBatch([{**item, "mix_sig": srcs[0] + srcs[1] + noise}])
+    batch = PaddedBatch([make_item("u0", srcs[0] + srcs[1] + noise, srcs, noise, srcs[0] + srcs[1])])
     _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
     expected = 800.0 if perturb_noise else 1000.0
-    assert dominant_hz(refs["noise"][0].numpy(), 8000) == pytest.approx(expected, abs=5)
-    assert torch.allclose(refs["mix"], refs["sources"].sum(-1) + refs["noise"])
+    assert dominant_hz(refs.noise[0].numpy(), 8000) == pytest.approx(expected, abs=5)
+    assert torch.allclose(refs.mix, refs.sources.sum(-1) + refs.noise)
 
 # ----------------------------------------------------------------------------- recipes / YAML
 def all_yaml():
@@ -330,3 +337,24 @@ def test_missing_clean_mixture_is_the_sum_of_sources(tiny_librimix):
     item = make_dataset([row], 2, 8000)[0]
     assert torch.allclose(item["mix_clean_sig"], item["s1_sig"] + item["s2_sig"])
     assert not torch.allclose(item["mix_clean_sig"], item["mix_sig"])
+
+
+def test_a_key_the_brain_reads_must_be_in_the_yaml(tmp_path):
+    """No soft defaults: a key missing from the YAML fails naming it, never silently defaults."""
+    hp = load_demo("convtasnet-tiny", tmp_path, speed_perturb=None, B=8, H=16, X=2)
+    del hp["threshold_byloss"]
+    brain = make_brain(hp)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    with pytest.raises((KeyError, AttributeError), match="threshold_byloss"):
+        brain.fit_batch(make_batch())
+    hp = load_demo("convtasnet-tiny", tmp_path, B=8, H=16, X=2)
+    del hp["log_interval_steps"]
+    brain = make_brain(hp)
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    with pytest.raises(KeyError, match="'log_interval_steps' key"):
+        brain.fit_batch(make_batch())
+    from nass.runner import build_datasets
+
+    with pytest.raises(KeyError, match="'valid_max_utterances' key"):
+        no_splits = dict(train_split=None, valid_split=None, test_split=None)
+        build_datasets({**{k: v for k, v in hp.items() if k != "valid_max_utterances"}, **no_splits}, {})

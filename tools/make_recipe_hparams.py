@@ -210,6 +210,30 @@ def inline_fragment(name, mapping, values, prefix="", shared=()):
     return out
 
 
+def loss_term_lines(m):
+    """The ``backward`` rule and the ``loss_terms`` list of a method (:mod:`nass.losses.terms`);
+    the weights are the method keys written above (``noise_loss_weight``, ``lambda_nce``,
+    ``se_loss_weight``), so ``--key=value`` overrides keep working."""
+    out = ["# ---- loss: the terms the Brain sums (nass.losses.terms), in order; weights from the keys above"]
+    rule = "gradient_modulation" if m["gm"] else "plain"
+    out.append(f"backward: {rule}".ljust(33) + " # plain | gradient_modulation (GM paper: g_SE projected when it conflicts with g_SS)")
+    out.append("loss_terms:")
+    out.append("    - !new:nass.losses.terms.SpeakerPIT   # speakers, PIT negative SI-SNR")
+    if m["noise"]:
+        out.append("    - !new:nass.losses.terms.NoiseSISNR   # NASS noise output, negative SI-SNR")
+        out.append("        weight: !ref <noise_loss_weight>")
+    if m["nce"]:
+        out.append("    - !new:nass.losses.terms.PatchNCE     # NASS contrastive term (training only)")
+        out.append("        weight: !ref <lambda_nce>")
+        out.append("        sampler: !ref <patch_sampler>")
+        out.append("        criterion: !ref <patch_nce>")
+    if m["front"]:
+        out.append("    - !new:nass.losses.terms.Enhancement  # unified SE+SS: enhanced_w vs Encoder(mix_clean)")
+        out.append("        weight: !ref <se_loss_weight>")
+        out.append("        loss_type: !ref <se_loss_type>")
+    return out
+
+
 def render(ds_key, model, method, finetune=False):
     ds, m = DATASETS[ds_key], METHODS[method]
     tiny = ds.get("tiny", False)
@@ -312,6 +336,7 @@ def render(ds_key, model, method, finetune=False):
     else:
         add("eval_sdr_backend: mir_eval        # the papers' SDR; fast_bss_eval gives the same values faster")
     add("n_audio_to_save: 5                # separated test examples written as WAV")
+    add("eval_folder: !ref <output_folder>/test   # per-utterance test metrics, means and separated examples")
     add("")
     add("# Speed perturbation of every source, each its own speed (resampling: pitch and")
     add("# formants move with the speed). [95, 100, 105] is SpeechBrain's SepFormer recipe; a wider set,")
@@ -334,7 +359,6 @@ def render(ds_key, model, method, finetune=False):
     if m["front"]:
         add("se_loss_weight: 0.1              # GM paper: SE loss weight 0.1")
         add("se_loss_type: mse                # mse (paper: sum of squares to Encoder(mix_clean)) | neg_snr (scale-invariant)")
-        add(f"gradient_modulation: {'projection' if m['gm'] else 'none'}       # none | projection (GM paper)")
     if m["nce"]:
         lam = 2.0 * (S + 1) / S
         add(f"lambda_nce: !ref 2 * (<num_spks> + 1) / <num_spks>   # = {lam:.4g}: paper lambda_NCE = 2 rescaled as the reference's PIT mean")
@@ -378,6 +402,9 @@ def render(ds_key, model, method, finetune=False):
         add("patch_nce: !new:nass.losses.patch_nce.PatchNCELoss")
         add("    temperature: !ref <nce_temperature>")
         add("")
+    for line in loss_term_lines(m):
+        add(line)
+    add("")
     add("modules:")
     add("    separator: !ref <separator>")
     if m["nce"]:

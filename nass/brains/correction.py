@@ -32,7 +32,7 @@ which :func:`nass.correction.load_corrector` and ``nass-separate --corrector`` r
 
 YAML keys read here: ``correction_mode`` (geco | fast-geco), ``ema_decay``,
 ``valid_steps``, ``valid_si_snr_utterances``, ``valid_seed``, ``train_logger``,
-``init_from`` (fine-tuning: :func:`corrector_init_from`), ``tensorboard``,
+``init_from`` (fine-tuning: :func:`nass.runner.corrector_init_from`), ``tensorboard``,
 ``plot_training_curves`` (:mod:`nass.curves`: one ``train_log.jsonl`` row per validation),
 ``epoch_counter``; modules: ``corrector`` (a :class:`nass.correction.GeCoModel`).
 
@@ -47,16 +47,16 @@ checkpoints, the exported corrector and the test evaluation are written by rank 
 (``run_on_main`` / ``if_main_process``; the others wait at a barrier).
 """
 
-import copy
 import logging
 import os
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only
 
 from nass.correction.ema import ExponentialMovingAverage
 from nass.correction.model import MODES, load_corrector, save_corrector
+from nass.hparams import require
 from nass.losses.si_snr import si_snr
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class CorrectionBrain(sb.core.Brain):
         return c.module if hasattr(c, "module") else c
 
     def _mode(self):
-        mode = getattr(self.hparams, "correction_mode", "geco")
+        mode = require(self.hparams, "correction_mode")
         if mode not in MODES:
             raise ValueError(f"correction_mode must be one of {', '.join(MODES)}, got {mode!r}")
         return mode
@@ -186,7 +186,7 @@ class CorrectionBrain(sb.core.Brain):
         if getattr(self, "ema", None) is not None:
             return
         self.ema = ExponentialMovingAverage(
-            self._corrector().score_model.parameters(), decay=getattr(self.hparams, "ema_decay", 0.999)
+            self._corrector().score_model.parameters(), decay=require(self.hparams, "ema_decay")
         )
         if self.checkpointer is not None and "ema" not in self.checkpointer.recoverables:
             self.checkpointer.add_recoverable(
@@ -216,7 +216,7 @@ class CorrectionBrain(sb.core.Brain):
     # ------------------------------------------------------------------ validation
     def evaluate_batch(self, batch, stage):
         """Validation of one batch with a seed fixed per batch (comparable across epochs)."""
-        seed = int(getattr(self.hparams, "valid_seed", 0)) + self._valid_batches
+        seed = int(require(self.hparams, "valid_seed")) + self._valid_batches
         self._valid_batches += 1
         with torch.random.fork_rng(devices=[self.device] if "cuda" in str(self.device) else []):
             torch.manual_seed(seed)
@@ -229,9 +229,9 @@ class CorrectionBrain(sb.core.Brain):
         if self._mode() == "fast-geco":
             # the loss is the mean -SI-SNR of the one-step correction (scale-invariant)
             stats["si-snr"] += [-float(loss)] * est.shape[0]
-        elif len(stats["si-snr"]) < int(getattr(self.hparams, "valid_si_snr_utterances", 4)):
+        elif len(stats["si-snr"]) < int(require(self.hparams, "valid_si_snr_utterances")):
             corrected = self._corrector().correct(
-                est, mix, mode="geco", num_steps=int(getattr(self.hparams, "valid_steps", 30))
+                est, mix, mode="geco", num_steps=int(require(self.hparams, "valid_steps"))
             )
             stats["si-snr"] += si_snr(corrected, ref).tolist()
 
@@ -266,7 +266,7 @@ class CorrectionBrain(sb.core.Brain):
         if stage != sb.Stage.VALID:
             return
         meta = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "optimizer_step": self.optimizer_step}
-        if getattr(self.hparams, "train_logger", None) is not None:
+        if require(self.hparams, "train_logger") is not None:
             self.hparams.train_logger.log_stats(
                 stats_meta=meta, train_stats=getattr(self, "train_stats", None), valid_stats=stats
             )
@@ -284,14 +284,14 @@ class CorrectionBrain(sb.core.Brain):
         ``tensorboard: True``), and ``training_curves.png`` redrawn (``plot_training_curves: True``)."""
         from nass.curves import TensorBoardLog, append_train_log, redraw_training_curves
 
-        folder = getattr(self.hparams, "output_folder", None)
+        folder = require(self.hparams, "output_folder")
         if folder is None:
             return
-        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+        if require(self.hparams, "tensorboard") and getattr(self, "_tensorboard", None) is None:
             self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
         append_train_log(folder, {**meta, "train": getattr(self, "train_stats", None), "valid": stats},
                          getattr(self, "_tensorboard", None))
-        if getattr(self.hparams, "plot_training_curves", False):
+        if require(self.hparams, "plot_training_curves"):
             redraw_training_curves(folder)
 
     # ------------------------------------------------------------------ export
@@ -328,227 +328,3 @@ def _save_ema(ema, path):
 def _load_ema(ema, path, end_of_epoch=True):
     del end_of_epoch
     ema.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-
-
-# ---------------------------------------------------------------------------- recipe runner
-def build_correction_data(hparams):
-    """Prepare the manifests and build (or reuse) the triplets of the train and valid splits.
-
-    The triplets are built on the main process only (``run_on_main``), then read everywhere.
-
-    Returns
-    -------
-    (dict, dict)
-        ``{split: manifest_csv}`` and ``{"train": rows, "valid": rows}``.
-    """
-    from nass.correction.data import build_triplets, read_triplets
-    from nass.training import prepare_manifests
-
-    manifests = prepare_manifests(hparams)
-    rows = {}
-    for key, limit in (("train", hparams.get("train_utterances")), ("valid", hparams.get("valid_utterances"))):
-        split = hparams[f"{key}_split"]
-        kwargs = dict(
-            separator=hparams["separator_folder"], manifest_csv=manifests[split],
-            cache_folder=hparams["triplet_folder"], split=split, num_spks=hparams["num_spks"],
-            sample_rate=hparams["sample_rate"], device=hparams.get("triplet_device", "cpu"),
-            max_utterances=limit,
-        )
-        run_on_main(build_triplets, kwargs=kwargs)
-        rows[key] = read_triplets(build_triplets(**kwargs))  # reuses the main process's cache
-    return manifests, rows
-
-
-def corrector_init_from(source, corrector, checkpointer=None):
-    """Fine-tuning: start a correction run from the matching weights of a trained corrector.
-
-    Parameters
-    ----------
-    source : str
-        A corrector folder (``corrector.ckpt``, :func:`nass.correction.save_corrector`)
-        or a correction training output folder holding one in ``corrector/``.
-    corrector : nass.correction.GeCoModel
-        This run's corrector; tensors of its ``score_model`` whose name and shape match
-        are copied (:func:`nass.training.copy_matching_weights`), the others are listed
-        by name. The optimiser, the moving average and the schedule start fresh.
-    checkpointer : speechbrain.utils.checkpoints.Checkpointer, optional
-        When it holds a checkpoint of this run, nothing is done (the run resumes).
-
-    Returns
-    -------
-    dict or None
-        The report of :func:`nass.training.copy_matching_weights`, None when resuming.
-
-    Raises
-    ------
-    nass.inference.ModelLoadError
-        No ``corrector.ckpt`` in ``source`` (or ``source/corrector``), or not a plain state_dict.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> from nass.correction import BBEDSDE, GeCoModel, ScoreModel, SpecTransform
-    >>> d = tempfile.mkdtemp()
-    >>> save_corrector(GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform()), d)
-    >>> new = GeCoModel(BBEDSDE(), ScoreModel.tiny(), SpecTransform())
-    >>> report = corrector_init_from(d, new)  # doctest: +ELLIPSIS
-    init_from ...: corrector: ... tensors loaded from ..., 0 new, 0 unused
-    """
-    from nass.inference import ModelLoadError, load_state_dict
-    from nass.training import _report_init, copy_matching_weights
-
-    if checkpointer is not None and checkpointer.list_checkpoints():
-        print(f"init_from {source}: ignored, resuming from this run's own checkpoint", flush=True)
-        return None
-    source = os.fspath(source)
-    for path in (os.path.join(source, "corrector.ckpt"), os.path.join(source, "corrector", "corrector.ckpt")):
-        if os.path.isfile(path):
-            break
-    else:
-        raise ModelLoadError(
-            f"init_from={source}: no corrector.ckpt there nor in {os.path.join(source, 'corrector')}. "
-            "Give a corrector folder or the output folder of a GeCo / Fast-GeCo run."
-        )
-    report = copy_matching_weights(corrector.score_model, load_state_dict(path, device="cpu"))
-    _report_init(source, path, "corrector", report)
-    return report
-
-
-#: Table of the corrector the run started from (GeCo weights for Fast-GeCo), one step.
-INITIAL_ONE_STEP = "init-one-step"
-
-
-def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, corrector, modes,
-                        initial=None, correction_steps=30, device="cpu", num_workers=2, save_examples=5,
-                        pesq_estoi=True, max_utterances=None, seed=0):
-    """Score the separator alone (identity), the starting corrector's one step, and the trained corrector.
-
-    Tables (``out_dir``): ``test_metrics.csv`` (identity: the estimate unchanged),
-    ``test_metrics_init-one-step.csv`` (``initial`` in Fast-GeCo mode: the one-step
-    result before fine-tuning), ``test_metrics_<mode>.csv`` per mode, and
-    ``correction_summary.csv``: the paired difference of each with the identity and its
-    95 % interval (:func:`nass.correction.report.correction_summary`, which prints a
-    ``WARNING`` when a corrector makes the estimates worse).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The separator.
-    sample_rate, num_spks : int
-    manifest_csv, out_dir : str
-    corrector : nass.correction.GeCoModel
-        The trained (exported) corrector.
-    modes : list of str
-        ``fast-geco`` and / or ``geco``.
-    initial : nass.correction.GeCoModel, optional
-        The corrector before training (the GeCo init for Fast-GeCo).
-    correction_steps, device, num_workers, save_examples, pesq_estoi, max_utterances, seed
-        As :func:`nass.evaluation.evaluate_with_correction`.
-
-    Returns
-    -------
-    dict
-        ``{"separator": means, "init-one-step": means, "<mode>": means, "summary": rows}``.
-    """
-    from nass.correction.report import IDENTITY, correction_summary
-    from nass.evaluation import evaluate_manifest
-    from nass.inference import Separator
-
-    common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
-                  save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances)
-    print(f"{IDENTITY}: the separator alone")
-    plain = Separator(model, sample_rate, chunk_seconds=0, device=device)
-    results = {"separator": evaluate_manifest(plain.separate_batch, manifest_csv, out_dir, **common)}
-    runs = ([(INITIAL_ONE_STEP, initial, "fast-geco")] if initial is not None else []) + [
-        (mode, corrector, mode) for mode in modes]
-    tables = {}
-    for name, corr, mode in runs:
-        sep = Separator(model, sample_rate, chunk_seconds=0, device=device, corrector=corr.to(device).eval(),
-                        correction_mode=mode, correction_steps=correction_steps)
-        torch.manual_seed(seed)
-        label = ("one step of the corrector before training (fine-tuning)" if name == INITIAL_ONE_STEP
-                 else f"after {mode} correction" + (f" (N={correction_steps})" if mode == "geco" else " (one step)"))
-        print(label)
-        results[name] = evaluate_manifest(sep.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{name}.csv",
-                                          examples_name=f"examples_{name}", **common)
-        tables["one step before fine-tuning" if name == INITIAL_ONE_STEP else name] = f"test_metrics_{name}.csv"
-    results["summary"] = correction_summary(out_dir, tables)
-    return results
-
-
-def run_correction(argv=None):
-    """Train GeCo or Fast-GeCo on a separator's triplets, export it, evaluate before/after.
-
-    Steps: parse ``train.py hparams.yaml --key=value``; DDP set-up under ``torchrun``;
-    check the output folder; prepare the manifests; build the triplets
-    (:func:`nass.correction.data.build_triplets`, rank 0); :class:`CorrectionBrain`
-    ``fit`` (resumes from the last checkpoint); export the best (averaged) weights to
-    ``<output_folder>/corrector`` (rank 0); on the test split (rank 0)
-    :func:`evaluate_correction`: the separator alone (identity), one step of the
-    corrector the run started from, and the trained corrector, with SI-SNR(i), SDR(i),
-    PESQ-NB and ESTOI and the paired difference to the identity.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Command-line arguments (default ``sys.argv[1:]``).
-
-    Returns
-    -------
-    dict or None
-        :func:`evaluate_correction`'s dict on rank 0; None with ``test_split: null`` and
-        on the other processes.
-    """
-    import sys
-
-    from nass.correction.data import TripletDataset
-    from nass.inference import load_separator
-    from nass.training import check_writable, load_hparams
-
-    argv = sys.argv[1:] if argv is None else argv
-    hparams_file, run_opts, overrides, hparams = load_hparams(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    run_on_main(check_writable, args=[hparams["output_folder"]])
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
-    manifests, rows = build_correction_data(hparams)
-    seed = int(hparams.get("seed", 0))
-    train = TripletDataset(rows["train"], hparams["sample_rate"], crop_samples=hparams["crop_samples"],
-                           random_crop=True, epoch_size=hparams.get("train_rows_per_epoch"), seed=seed)
-    valid = TripletDataset(rows["valid"], hparams["sample_rate"], crop_samples=hparams.get("valid_crop_samples"),
-                           random_crop=False, seed=seed)
-    if hparams.get("init_from"):
-        corrector_init_from(hparams["init_from"], hparams["corrector"], hparams.get("checkpointer"))
-    # the weights the run starts from (before any checkpoint is recovered): the
-    # "one step before fine-tuning" row of the evaluation
-    initial = copy.deepcopy(hparams["corrector"]).cpu() if hparams.get("test_split") else None
-    brain = CorrectionBrain(
-        modules={"corrector": hparams["corrector"]},
-        opt_class=hparams["optimizer"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.train_set = train
-    brain.fit(
-        hparams["epoch_counter"], train, valid,
-        train_loader_kwargs=dict(hparams["dataloader_opts"]),
-        valid_loader_kwargs=dict(hparams.get("valid_dataloader_opts", {"batch_size": 1})),
-    )
-    corrector_folder = os.path.join(hparams["output_folder"], "corrector")
-    brain.export(corrector_folder)
-    if not hparams.get("test_split") or not if_main_process():
-        return None
-    device = brain.device
-    model, sep_hparams = load_separator(hparams["separator_folder"], device=device)
-    corrector = load_corrector(corrector_folder, device=device)
-    modes = hparams.get("eval_correction_modes") or [hparams["correction_mode"]]
-    return evaluate_correction(
-        model, int(sep_hparams["sample_rate"]), hparams["num_spks"], manifests[hparams["test_split"]],
-        os.path.join(hparams["output_folder"], "test"), corrector, modes, initial=initial,
-        correction_steps=hparams.get("eval_steps", 30), device=device,
-        num_workers=hparams.get("eval_num_workers", 2), save_examples=hparams.get("n_audio_to_save", 5),
-        pesq_estoi=hparams.get("eval_pesq_estoi", True), max_utterances=hparams.get("test_max_utterances"),
-        seed=seed,
-    )

@@ -1,14 +1,18 @@
-"""SeparationBrain: training and validation of masking separators with the project's methods.
+"""SeparationBrain: training and validation of any separator with the loss terms of the YAML.
 
-One :class:`speechbrain.core.Brain` subclass covers every combination the YAML enables:
+The Brain knows no method: it runs a separator that follows
+:class:`nass.separation.SeparationModel` on a :class:`nass.separation.SeparationBatch` and
+sums the YAML's ``loss_terms`` (:mod:`nass.losses.terms`), with per-term statistics keyed
+by the names the terms give. The methods are terms:
 
-- plain PIT separation (negative SI-SNR, speakers permuted per utterance);
-- ``noise_target: extra_output``: the noise estimate is scored against the noise
-  reference with weight ``noise_loss_weight`` (NASS, Zhang et al. ICASSP 2024);
-- ``patch_nce`` + ``patch_sampler``: the NASS patch-wise contrastive loss
-  (:mod:`nass.losses.patch_nce`), weighted by ``lambda_nce``;
-- an ``enhancer`` in the separator: the unified SE+SS loss (Hu et al. ICASSP 2023),
-  ``se_loss_weight * se``, optionally with ``gradient_modulation: projection``
+- :class:`~nass.losses.terms.SpeakerPIT`: PIT separation (negative SI-SNR, speakers
+  permuted per utterance);
+- :class:`~nass.losses.terms.NoiseSISNR`: the noise estimate scored against the noise
+  reference, weight ``noise_loss_weight`` (NASS, Zhang et al. ICASSP 2024);
+- :class:`~nass.losses.terms.PatchNCE`: the NASS patch-wise contrastive loss
+  (:mod:`nass.losses.patch_nce`), weight ``lambda_nce``;
+- :class:`~nass.losses.terms.Enhancement`: the unified SE+SS loss (Hu et al. ICASSP 2023),
+  weight ``se_loss_weight``; ``backward: gradient_modulation`` projects its gradient
   (:mod:`nass.losses.gradient_modulation`). ``se_loss_type: mse`` is the paper's
   ``sum((enhanced_w - Encoder(mix_clean))^2)`` (per utterance); it grows with the square of
   the encoder's scale while the SI-SNR separation loss is blind to it, so part of its
@@ -18,13 +22,17 @@ One :class:`speechbrain.core.Brain` subclass covers every combination the YAML e
   ``enhanced_w`` against ``Encoder(mix_clean)``, ``10 log10(||e - t||^2 / ||t||^2)``,
   whose gradient is orthogonal to a bias-free encoder's weights.
 
+A configuration that cannot work (a term needing an output the separator does not give,
+PatchNCE without a trained sampler, gradient modulation without an enhancer) fails when the
+Brain is built (:func:`nass.losses.terms.check_hparams`), naming the YAML keys.
+
 Training objective and the quantities fed to the schedule (as the references,
 ``TzuchengChang/NASS`` and SpeechBrain's LibriMix ``train.py``): per utterance the
-separation loss is ``PIT speakers + noise_loss_weight * noise`` (``-SI-SNR``, dB);
-``threshold_byloss`` drops utterances whose separation loss is already below
-``threshold``; then PatchNCE and the weighted SE loss are added. The LR scheduler and the
-best checkpoint see the *validation separation loss* (speakers + weighted noise, no
-PatchNCE or SE term, as the references' ``evaluate_batch``).
+separation loss is the weighted sum of the per-utterance terms (``PIT speakers +
+noise_loss_weight * noise``, ``-SI-SNR``, dB); ``threshold_byloss`` drops utterances whose
+separation loss is already below ``threshold``; then the other weighted terms (PatchNCE,
+SE) are added. The LR scheduler and the best checkpoint see the *validation separation
+loss* (the per-utterance terms only, as the references' ``evaluate_batch``).
 
 Learning-rate schedulers (``lr_scheduler``): SpeechBrain's epoch schedulers
 (``ReduceLROnPlateau``, ``NewBobScheduler``, ``StepScheduler``, ``LinearScheduler``) return
@@ -34,11 +42,11 @@ at the end of each validation; per-step schedulers taking the optimizer
 Any other object fails at the first fit with the supported list.
 
 Modules are always called through ``self.modules`` so the DDP wrapper is used under
-``torchrun``. YAML keys read here (all optional except ``num_spks``):
-``num_spks``, ``mixture`` (noisy | clean), ``noise_loss_weight``, ``threshold_byloss``,
-``threshold``, ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or
-null), ``speed_perturb_noise``, ``se_loss_weight``, ``se_loss_type`` (mse | neg_snr),
-``gradient_modulation`` (none | projection), ``lambda_nce``, ``lr_scheduler``,
+``torchrun`` (terms that own a module get the wrapped one through ``LossTerm.bind``).
+YAML keys read here: ``num_spks``, ``loss_terms``, ``backward`` (plain |
+gradient_modulation), ``mixture`` (noisy | clean), ``threshold_byloss``, ``threshold``,
+``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or null),
+``speed_perturb_noise``, ``lr_scheduler``,
 ``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``,
 ``tensorboard`` (event files in ``<output_folder>/tensorboard``, :class:`nass.curves.TensorBoardLog`),
 ``plot_training_curves`` (``<output_folder>/training_curves.png`` at every validation,
@@ -59,6 +67,7 @@ the fraction, the mean cosine between g_SE and g_SS) are appended to
 training log (``gm_conflict_fraction``).
 """
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -69,13 +78,12 @@ import time
 import speechbrain as sb
 import torch
 
-from nass.losses.pit import apply_perm, pit_si_snr
-from nass.losses.si_snr import si_snr
+from nass.hparams import require, resolve_auto_precision_in
+from nass.losses.terms import check_hparams, check_loss_terms
+from nass.separation import SeparationBatch
 
 logger = logging.getLogger(__name__)
 
-GRADIENT_MODULATION = ("none", "projection")
-SE_LOSS_TYPES = ("mse", "neg_snr")
 # SpeechBrain schedulers by the arguments of their __call__
 EPOCH_SCHEDULER_ARGS = {
     ("optim_list", "current_epoch", "current_loss"): "plateau",  # ReduceLROnPlateau
@@ -194,10 +202,11 @@ def scheduler_kind(scheduler):
 
 
 class SeparationBrain(sb.core.Brain):
-    """Train / validate a :class:`nass.separation.MaskingSeparator` held in ``modules.separator``.
+    """Train / validate a :class:`nass.separation.SeparationModel` held in ``modules.separator``.
 
-    Batches carry ``id, mix_sig, s1_sig, .., noise_sig, mix_clean_sig``
-    (:func:`nass.dataio.pipeline.make_dataset` or dynamic mixing).
+    Batches are ``PaddedBatch`` es of :func:`nass.separation.make_item` items
+    (:func:`nass.dataio.pipeline.make_dataset` or dynamic mixing), read once into a
+    :class:`nass.separation.SeparationBatch`.
 
     Non-finite losses: the batch is skipped (no backward, no step), counted, and its
     utterance IDs are logged; more than ``nonfinite_patience`` such batches in one epoch
@@ -209,49 +218,37 @@ class SeparationBrain(sb.core.Brain):
     """
 
     def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None):
-        # ``precision: auto`` in a YAML built without nass.training.load_hparams
-        from nass.training import resolve_auto_precision_in
-
+        # ``precision: auto`` in a YAML built without nass.runner.load_hparams
         resolve_auto_precision_in(hparams, run_opts)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        # a configuration that cannot work (a term without the output it needs) fails here,
+        # before any data is read
+        check_hparams({**vars(self.hparams), "separator": self.modules.separator, "modules": self.modules})
 
     # ------------------------------------------------------------------ set-up
     def on_fit_start(self):
         """Check the method options, recover the last checkpoint, drop log lines of epochs it lacks."""
         self._check_config()
-        super().on_fit_start()
+        super().on_fit_start()  # wraps the modules in DDP under torchrun
+        for term in self.hparams.loss_terms:
+            term.bind(self.modules)  # terms call their modules through the wrapper
         counter = (self.checkpointer.recoverables.get("counter") if self.checkpointer is not None else None)
         if counter is not None and sb.utils.distributed.if_main_process():
-            folder = getattr(self.hparams, "output_folder", None)
-            logger_ = getattr(self.hparams, "train_logger", None)
+            folder = require(self.hparams, "output_folder")
+            logger_ = require(self.hparams, "train_logger")
             paths = [getattr(logger_, "save_file", None)] + ([os.path.join(folder, "train_log.jsonl")] if folder else [])
             prune_epoch_logs([p for p in paths if p], int(getattr(counter, "current", 0)))
         self._fit_start_time = time.time()
 
     def _check_config(self):
+        """The loss terms against the separator contract (:func:`nass.losses.terms.check_loss_terms`)."""
         hp = self.hparams
-        separator = self._separator()
-        gm = getattr(hp, "gradient_modulation", "none")
-        if gm not in GRADIENT_MODULATION:
-            raise ValueError(f"gradient_modulation must be one of {GRADIENT_MODULATION}, got {gm!r}")
-        if gm == "projection" and separator.enhancer is None:
-            raise ValueError("gradient_modulation: projection needs an enhancer in the separator (unified SE+SS)")
-        se_type = getattr(hp, "se_loss_type", "mse")
-        if se_type not in SE_LOSS_TYPES:
-            raise ValueError(f"se_loss_type must be one of {SE_LOSS_TYPES}, got {se_type!r}")
-        self._scheduler_kind = scheduler_kind(getattr(hp, "lr_scheduler", None))
-        if self._use_nce() and separator.noise_target != "extra_output":
-            raise ValueError(
-                "the PatchNCE loss (patch_nce / patch_sampler) needs noise_target: extra_output, "
-                "since its negatives are the predicted noise representation"
-            )
+        check_loss_terms(hp.loss_terms, self._separator(), hp.backward, self.modules)
+        self._scheduler_kind = scheduler_kind(hp.lr_scheduler)
 
     def _separator(self):
         sep = self.modules.separator
         return sep.module if hasattr(sep, "module") else sep
-
-    def _use_nce(self):
-        return getattr(self.hparams, "patch_nce", None) is not None and "patch_sampler" in self.modules
 
     # ------------------------------------------------------------------ forward
     def compute_forward(self, batch, stage):
@@ -259,28 +256,15 @@ class SeparationBrain(sb.core.Brain):
 
         Returns
         -------
-        (SeparationOutput, dict)
-            The model output and the (possibly perturbed) references: ``mix``
-            ``[B, T]``, ``sources`` ``[B, T, num_spks]``, ``noise`` ``[B, T]``,
-            ``mix_clean`` ``[B, T]``.
+        (SeparationOutput, SeparationBatch)
+            The model output and the (possibly perturbed) batch it was computed from.
         """
         batch = batch.to(self.device)
-        refs = self._references(batch)
-        if stage == sb.Stage.TRAIN and getattr(self.hparams, "speed_perturb", None) is not None:
+        refs = SeparationBatch.from_padded(batch, self.hparams.num_spks)
+        if stage == sb.Stage.TRAIN and self.hparams.speed_perturb is not None:
             refs = self._speed_perturb(refs)
-        out = self.modules.separator(refs["mix"])
+        out = self.modules.separator(refs.mix)
         return out, refs
-
-    def _references(self, batch):
-        num_spks = self.hparams.num_spks
-        sources = torch.stack([getattr(batch, f"s{i + 1}_sig").data for i in range(num_spks)], dim=-1)
-        return {
-            "mix": batch.mix_sig.data,
-            "sources": sources,
-            "noise": batch.noise_sig.data,
-            "mix_clean": batch.mix_clean_sig.data,
-            "lengths": batch.mix_sig.lengths,  # [B] relative: the rest is zero padding
-        }
 
     def _speed_perturb(self, refs):
         """Speed-perturb every source independently, crop, and re-mix.
@@ -291,161 +275,119 @@ class SeparationBrain(sb.core.Brain):
         source) and the noise is added unperturbed. ``speed_perturb_noise: True`` (our
         option, in no reference) perturbs the noise too, with its own speed.
         """
-        num_spks = refs["sources"].shape[-1]
-        parts = [self.hparams.speed_perturb(refs["sources"][..., i]) for i in range(num_spks)]
-        noise = refs["noise"]
-        if getattr(self.hparams, "speed_perturb_noise", False):
+        num_spks = refs.num_spks
+        parts = [self.hparams.speed_perturb(refs.sources[..., i]) for i in range(num_spks)]
+        noise = refs.noise
+        if self.hparams.speed_perturb_noise:
             noise = self.hparams.speed_perturb(noise)
         length = min(min(p.shape[-1] for p in parts), noise.shape[-1])
         sources = torch.stack([p[:, :length] for p in parts], dim=-1)
         noise = noise[:, :length]
         mix_clean = sources.sum(-1)
-        noisy = getattr(self.hparams, "mixture", "noisy") == "noisy"
-        mix = mix_clean + noise if noisy else mix_clean
-        return {"mix": mix, "sources": sources, "noise": noise, "mix_clean": mix_clean, "lengths": refs["lengths"]}
+        mix = mix_clean + noise if self.hparams.mixture == "noisy" else mix_clean
+        return dataclasses.replace(refs, mix=mix, sources=sources, noise=noise, mix_clean=mix_clean)
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, predictions, stage):
-        """All loss terms of one batch.
+        """Every term of ``loss_terms`` on one batch, combined as :mod:`nass.losses.terms` says.
 
         Returns
         -------
         dict
-            ``ss`` (training objective without the SE term: speakers + weighted noise after
-            the threshold, + PatchNCE; scalar), ``separation`` (speakers + weighted noise over
-            every utterance, no threshold: what validation reports and the LR schedule sees;
-            scalar), ``se`` (unweighted SE loss, scalar, or None), ``speakers``
-            (per-utterance negative PIT SI-SNR ``[B]``), ``noise`` (per-utterance negative
-            SI-SNR of the noise ``[B]`` or None), ``nce`` (weighted PatchNCE term, scalar, or
-            None), ``nce_stats`` (see :func:`nass.losses.patch_nce.nass_contrastive_loss`),
-            ``se_identity`` (the SE loss of ``mix_w`` itself, no gradient, or None), ``perm``
-            ``[B, num_spks]``, ``refs`` (the references used).
+            ``ss`` (training objective of the ``"ss"`` terms: the thresholded separation
+            loss + the other weighted ``"ss"`` terms; scalar), ``se`` (weighted sum of the
+            ``"se"`` terms, scalar, or None without one), ``separation`` (batch mean of the
+            weighted per-utterance terms, no threshold: what validation reports and the LR
+            schedule sees), ``values`` (``{term name: unweighted loss}``; ``[B]`` for
+            per-utterance terms; train-only terms are absent outside training), ``stats``
+            (``{stat key: float}`` of every term computed), ``shared`` (e.g. ``perm``
+            ``[B, num_spks]``) and ``batch`` (the :class:`SeparationBatch` used).
         """
         out, refs = predictions
         hp = self.hparams
-        spk_loss, perm = pit_si_snr(out.est_sources, refs["sources"])
-        separation = spk_loss
-        noise_loss = None
-        if out.est_noise is not None:
-            noise_loss = -si_snr(out.est_noise, refs["noise"])
-            separation = separation + getattr(hp, "noise_loss_weight", 1.0) * noise_loss
+        shared, values, stats = {}, {}, {}
+        for term in hp.loss_terms:
+            if term.train_only and stage != sb.Stage.TRAIN:
+                continue
+            loss, term_stats = term(out, refs, shared)
+            values[term.name] = loss
+            for key, value in term_stats.items():
+                if key in stats:
+                    raise ValueError(f"loss_terms: two terms log the statistic {key!r}; rename one")
+                stats[key] = value
+        separation = None
+        ss = se = None
+        for term in hp.loss_terms:
+            if term.name not in values:
+                continue
+            if term.per_utterance:
+                part = term.weight * values[term.name]
+                separation = part if separation is None else separation + part
         kept = separation
-        if stage == sb.Stage.TRAIN and getattr(hp, "threshold_byloss", False):
+        if separation is not None and stage == sb.Stage.TRAIN and hp.threshold_byloss:
             # references: drop utterances whose loss is already better than `threshold` dB
             # (written so that a NaN loss is kept: the batch is then skipped as non-finite,
             # never silently dropped by the threshold)
             mask = ~(separation <= hp.threshold)
             kept = separation[mask] if mask.any() else separation
-        ss = kept.mean()
-        nce, nce_stats = None, None
-        if stage == sb.Stage.TRAIN and self._use_nce():
-            nce, nce_stats = self._patch_nce(out, refs, perm)
-            ss = ss + nce
-        se = se_identity = None
-        if out.enhanced_w is not None:
-            # Hu et al.: the enhanced representation against the encoder output of the clean
-            # mixture; gradients of the target's encoding flow into the shared encoder as in
-            # the reference
-            target_w = self._encode(refs["mix_clean"])
-            se = self._se_loss(out.enhanced_w, target_w)
-            with torch.no_grad():  # reference value: an enhancer that changes nothing
-                se_identity = self._se_loss(out.mix_w.detach().float(), target_w.detach().float())
+        if kept is not None:
+            ss = kept.mean()
+        for term in hp.loss_terms:
+            if term.name not in values or term.per_utterance:
+                continue
+            part = term.weight * values[term.name]
+            if term.task == "se":
+                se = part if se is None else se + part
+            else:
+                ss = part if ss is None else ss + part
         return {
             "ss": ss,
-            "separation": separation.mean(),
             "se": se,
-            "se_identity": se_identity,
-            "speakers": spk_loss,
-            "noise": noise_loss,
-            "nce": nce,
-            "nce_stats": nce_stats,
-            "perm": perm,
-            "refs": refs,
+            "separation": separation.mean() if separation is not None else ss,
+            "values": values,
+            "stats": stats,
+            "shared": shared,
+            "batch": refs,
         }
 
-    def _se_loss(self, enhanced_w, target_w):
-        """SE loss ``[B, N, L]`` x ``[B, N, L]`` -> scalar (``se_loss_type``, batch mean)."""
-        if getattr(self.hparams, "se_loss_type", "mse") == "neg_snr":
-            err = ((enhanced_w - target_w) ** 2).flatten(1).sum(-1)
-            ref = (target_w**2).flatten(1).sum(-1)
-            return (10 * torch.log10((err + 1e-8) / (ref + 1e-8))).mean()
-        # paper: squared error summed over the map, averaged over the batch so that the
-        # batch size does not rescale the weight
-        return ((enhanced_w - target_w) ** 2).sum() / enhanced_w.shape[0]
-
-    def _encode(self, wav):
-        # the encoder is a sub-module of the (possibly DDP-wrapped) separator
-        return self._separator().encode(wav)
-
-    def _patch_nce(self, out, refs, perm):
-        from nass.losses.patch_nce import nass_contrastive_loss
-
-        num_spks = self.hparams.num_spks
-        reps = out.masked_reps  # [M, B, N, L]
-        speakers = reps[:num_spks].permute(1, 2, 3, 0)  # [B, N, L, S]
-        # align each utterance's estimates with its references (per-utterance permutation)
-        query = apply_perm(speakers, perm).permute(0, 3, 1, 2)  # [B, S, N, L]
-        # positives are detached inside the criterion (reference behaviour): then no graph
-        # is needed for them at all
-        with torch.set_grad_enabled(not getattr(self.hparams.patch_nce, "detach_keys", False)):
-            positive = torch.stack(
-                [self._encode(refs["sources"][..., j]) for j in range(num_spks)], dim=1
-            )  # [B, S, N, L]
-        noise_rep = reps[num_spks]  # [B, N, L]
-        frames = noise_rep.shape[-1]
-        valid = None
-        if refs.get("lengths") is not None:
-            valid = (refs["lengths"].to(noise_rep.device) * frames).floor().long().clamp(1, frames)
-        return nass_contrastive_loss(
-            query,
-            positive,
-            noise_rep,
-            sampler=self.modules.patch_sampler,
-            criterion=self.hparams.patch_nce,
-            lambda_nce=getattr(self.hparams, "lambda_nce", 2.0),
-            num_valid_frames=valid,
-            return_stats=True,
-        )
-
     def compute_objectives(self, predictions, batch, stage):
-        """Total loss ``ss + se_loss_weight * se`` (training) or ``separation`` (validation)."""
+        """Total loss ``ss + se`` (training) or ``separation`` (validation)."""
         losses = self.compute_losses(predictions, stage)
-        self._record(losses, stage, batch)
+        self._record(losses)
         if stage != sb.Stage.TRAIN:
             # as the references' evaluate_batch: the separation loss alone drives the LR
             # schedule and the choice of the best checkpoint
             return losses["separation"]
-        total = losses["ss"]
-        if losses["se"] is not None:
-            total = total + getattr(self.hparams, "se_loss_weight", 0.1) * losses["se"]
-        return total
+        return self._total(losses)
+
+    @staticmethod
+    def _total(losses):
+        return losses["ss"] if losses["se"] is None else losses["ss"] + losses["se"]
 
     # ------------------------------------------------------------------ training step
     def fit_batch(self, batch):
-        """One optimisation step; gradient modulation and non-finite skipping included."""
+        """One optimisation step; the ``backward`` rule and non-finite skipping included."""
         should_step = (self.step % self.grad_accumulation_factor) == 0
         self.on_fit_batch_start(batch, should_step)
-        gm = getattr(self.hparams, "gradient_modulation", "none") == "projection"
+        gm = self.hparams.backward == "gradient_modulation"
         with self.no_sync(not should_step):
             with self.training_ctx:
                 predictions = self.compute_forward(batch, sb.Stage.TRAIN)
                 losses = self.compute_losses(predictions, sb.Stage.TRAIN)
-            self._record(losses, sb.Stage.TRAIN, batch)
-            weight_se = getattr(self.hparams, "se_loss_weight", 0.1)
-            total = losses["ss"] if losses["se"] is None else losses["ss"] + weight_se * losses["se"]
+            self._record(losses)
+            total = self._total(losses)
             if not self._finite_on_every_process(total):
                 self._skip_nonfinite(batch)
                 return total.detach().cpu()
             factor = self.grad_accumulation_factor
             if gm:
-                from nass.losses.gradient_modulation import modulated_backward, shared_parameters
+                from nass.losses.gradient_modulation import modulated_backward
 
-                sep = self._separator()
                 stats = modulated_backward(
                     self.scaler.scale(losses["ss"] / factor),
-                    self.scaler.scale(losses["se"] / factor),
-                    shared_parameters(sep.encoder, sep.enhancer),
-                    weight_se=weight_se,
+                    self.scaler.scale(losses["se"] / factor),  # already weighted
+                    self._separator().enhancement_shared_parameters(),
+                    weight_se=1.0,
                     grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None,
                 )
                 self._gm_stats.append(stats["conflict_fraction"])
@@ -463,7 +405,7 @@ class SeparationBrain(sb.core.Brain):
         """Every ``log_interval_steps`` optimiser steps, the epoch's running term statistics
         go to ``train_log.jsonl`` (``{"optimizer_step", "epoch_step", "lr", "train_running"}``),
         so a term that does not learn shows within the first epoch."""
-        interval = int(getattr(self.hparams, "log_interval_steps", 0) or 0)
+        interval = int(require(self.hparams, "log_interval_steps") or 0)
         if interval <= 0 or self.optimizer_step % interval != 0:
             return
         self._write_jsonl(
@@ -514,7 +456,7 @@ class SeparationBrain(sb.core.Brain):
 
     def _log_gm_step(self, stats):
         """Append this step's modulation statistics to ``<output_folder>/gm_stats.csv``."""
-        folder = getattr(self.hparams, "output_folder", None)
+        folder = require(self.hparams, "output_folder")
         if folder is None or not sb.utils.distributed.if_main_process():
             return
         path = os.path.join(folder, "gm_stats.csv")
@@ -545,57 +487,23 @@ class SeparationBrain(sb.core.Brain):
             )
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record(self, losses, stage, batch):
-        """Accumulate each term and its reference value (see the module docstring)."""
-        stats = self._stats
-        refs = losses["refs"]
-        stats["n"] += 1
-        stats["si-snr"] += float(-losses["speakers"].detach().mean())
-        with torch.no_grad():
-            # (outside autocast: references made under bf16 autocast come back in fp32)
-            mix = refs["mix"].detach().float()
-            sources = refs["sources"].detach().float()
-            # the mixture as every speaker's estimate: the input score SI-SNRi is measured from
-            mix_score = torch.stack([si_snr(mix, sources[..., j]) for j in range(sources.shape[-1])])
-            stats["si-snr_input"] += float(mix_score.mean())
-            if losses["noise"] is not None:
-                stats["noise_si-snr"] += float(-losses["noise"].detach().mean())
-                stats["noise_si-snr_input"] += float(si_snr(mix, refs["noise"].detach().float()).mean())
-            if losses["se"] is not None:
-                stats["se"] += float(losses["se"].detach())
-                stats["se_identity"] += float(losses["se_identity"])
-        if losses["nce"] is not None:
-            stats["nce_n"] += 1
-            stats["nce_weighted"] += float(losses["nce"].detach())
-            stats["nce"] += losses["nce_stats"]["nce"]
-            stats["nce_chance"] += losses["nce_stats"]["nce_chance"]
+    def _record(self, losses):
+        """Accumulate every term's statistics (epoch means per key; see :mod:`nass.losses.terms`)."""
+        for key, value in losses["stats"].items():
+            total, count = self._stats.get(key, (0.0, 0))
+            self._stats[key] = (total + float(value), count + 1)
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the per-stage statistics; give dynamic mixing its epoch (new mixtures each epoch)."""
         train_set = getattr(self, "train_set", None)
         if stage == sb.Stage.TRAIN and hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        keys = ("si-snr", "si-snr_input", "noise_si-snr", "noise_si-snr_input", "se", "se_identity")
-        self._stats = {"n": 0, "nce_n": 0, "nce": 0.0, "nce_chance": 0.0, "nce_weighted": 0.0}
-        self._stats.update({k: 0.0 for k in keys})
+        self._stats = {}
         self._gm_stats = []
 
     def _stage_stats(self, stage_loss):
-        st = self._stats
-        n = max(st["n"], 1)
-        stats = {"loss": float(stage_loss), "si-snr": st["si-snr"] / n, "si-snr_input": st["si-snr_input"] / n}
-        sep = self._separator()
-        if sep.noise_target == "extra_output":
-            stats["noise_si-snr"] = st["noise_si-snr"] / n
-            stats["noise_si-snr_input"] = st["noise_si-snr_input"] / n
-        if sep.enhancer is not None:
-            stats["se_loss"] = st["se"] / n
-            stats["se_identity"] = st["se_identity"] / n
-        if st["nce_n"]:
-            m = st["nce_n"]
-            stats["nce"] = st["nce"] / m
-            stats["nce_chance"] = st["nce_chance"] / m
-            stats["nce_loss"] = st["nce_weighted"] / m  # the weighted term added to the loss
+        stats = {"loss": float(stage_loss)}
+        stats.update({key: total / count for key, (total, count) in self._stats.items()})
         if self._gm_stats:
             stats["gm_conflict_fraction"] = sum(self._gm_stats) / len(self._gm_stats)
         return stats
@@ -607,8 +515,8 @@ class SeparationBrain(sb.core.Brain):
         current = self.optimizer.param_groups[0]["lr"]
         kind = getattr(self, "_scheduler_kind", None)
         if kind is None:
-            kind = scheduler_kind(getattr(self.hparams, "lr_scheduler", None))
-        scheduler = getattr(self.hparams, "lr_scheduler", None)
+            kind = scheduler_kind(require(self.hparams, "lr_scheduler"))
+        scheduler = require(self.hparams, "lr_scheduler")
         if kind == "plateau":
             _, new = scheduler([self.optimizer], current_epoch=epoch, current_loss=valid_loss)
         elif kind == "metric":
@@ -624,7 +532,7 @@ class SeparationBrain(sb.core.Brain):
         """Append one record to ``<output_folder>/train_log.jsonl`` (main process), with
         ``train_seconds``: wall seconds since this session's first epoch began (validation
         included; a resumed run starts again from 0)."""
-        folder = getattr(self.hparams, "output_folder", None)
+        folder = require(self.hparams, "output_folder")
         if folder is None or not sb.utils.distributed.if_main_process():
             return
         start = getattr(self, "_fit_start_time", None)
@@ -632,15 +540,15 @@ class SeparationBrain(sb.core.Brain):
             record = {**record, "train_seconds": round(time.time() - start, 2)}
         from nass.curves import TensorBoardLog, append_train_log
 
-        if getattr(self.hparams, "tensorboard", False) and getattr(self, "_tensorboard", None) is None:
+        if require(self.hparams, "tensorboard") and getattr(self, "_tensorboard", None) is None:
             self._tensorboard = TensorBoardLog(os.path.join(folder, "tensorboard"))
         append_train_log(folder, record, getattr(self, "_tensorboard", None))
 
     def _plot_curves(self):
         """``plot_training_curves: True``: redraw ``<output_folder>/training_curves.png``
         from ``train_log.jsonl`` (main process; a plotting failure is logged, never fatal)."""
-        folder = getattr(self.hparams, "output_folder", None)
-        if folder is None or not getattr(self.hparams, "plot_training_curves", False):
+        folder = require(self.hparams, "output_folder")
+        if folder is None or not require(self.hparams, "plot_training_curves"):
             return
         if sb.utils.distributed.if_main_process():
             from nass.curves import redraw_training_curves
@@ -661,7 +569,7 @@ class SeparationBrain(sb.core.Brain):
             lr, next_lr = self._apply_epoch_scheduler(epoch, stats["loss"])
             meta = {"epoch": epoch, "lr": lr, "next_lr": next_lr, "optimizer_step": self.optimizer_step}
             train_stats = getattr(self, "train_stats", None)
-            if getattr(self.hparams, "train_logger", None) is not None:
+            if require(self.hparams, "train_logger") is not None:
                 self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=train_stats, valid_stats=stats)
             self._write_jsonl({**meta, "train": train_stats, "valid": stats})
             self._plot_curves()

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from nass.dataio.audio import atomic_write, read_audio, write_audio
-from nass.evaluation import path_inside, safe_name
+from nass.dataio.paths import path_inside, safe_name
 from nass.losses.pit import apply_perm, pit_si_snr
 
 logger = logging.getLogger(__name__)

@@ -49,6 +49,7 @@ from nass.dataio.mixing import (
     draw_loudness_targets,
     librimix_gains,
 )
+from nass.separation import make_item
 
 __all__ = ["librimix_speaker", "DynamicMixingDataset"]
 
@@ -263,10 +264,7 @@ class DynamicMixingDataset(torch.utils.data.Dataset):
         clean = parts[0].copy()
         for p in parts[1 : self.num_spks]:
             clean += p
-        item = {"id": f"dm_e{self.epoch}_{index}"}
-        item["mix_sig"] = torch.from_numpy(clean + parts[-1])
-        for k in range(self.num_spks):
-            item[f"s{k + 1}_sig"] = torch.from_numpy(parts[k])
-        item["noise_sig"] = torch.from_numpy(parts[-1])
-        item["mix_clean_sig"] = torch.from_numpy(clean)
-        return item
+        noise = torch.from_numpy(parts[-1])
+        sources = [torch.from_numpy(parts[k]) for k in range(self.num_spks)]
+        return make_item(f"dm_e{self.epoch}_{index}", torch.from_numpy(clean + parts[-1]), sources, noise,
+                         torch.from_numpy(clean))

@@ -13,6 +13,7 @@ import speechbrain as sb
 import torch
 
 from nass.dataio.audio import AudioError
+from nass.separation import item_keys
 
 
 def source_keys(num_spks):
@@ -145,7 +146,7 @@ def make_dataset(rows, num_spks, sample_rate, segment_samples=None, seed=0):
         out = [mix, *srcs, noise, mix_clean]
         return [torch.from_numpy(np.ascontiguousarray(x[:length])) for x in out]
 
-    provides = ["mix_sig", *[k.replace("_wav", "_sig") for k in keys], "noise_sig", "mix_clean_sig"]
+    provides = item_keys(num_spks)  # mix_sig, s1_sig .., noise_sig, mix_clean_sig
 
     @sb.utils.data_pipeline.takes("id", "duration", "mix_wav", "noise_wav", "mix_clean_wav", *keys)
     @sb.utils.data_pipeline.provides(*provides)

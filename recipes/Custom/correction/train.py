@@ -11,7 +11,7 @@ All logic is in nass.brains.correction.run_correction (shared by every dataset's
 
 import sys
 
-from nass.brains.correction import run_correction
+from nass.runner import run_correction
 
 if __name__ == "__main__":
     run_correction(sys.argv[1:])

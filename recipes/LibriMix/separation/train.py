@@ -9,7 +9,7 @@ All logic is in nass.training.run_separation (shared by every dataset's recipe).
 
 import sys
 
-from nass.training import run_separation
+from nass.runner import run_separation
 
 if __name__ == "__main__":
     run_separation(sys.argv[1:])
