@@ -397,14 +397,16 @@ class SeparationBrain(sb.core.Brain):
         if should_step:
             self.optimizers_step()
             self._step_scheduler()
-            self._log_running_stats()
+            self._log_running_stats(float(total.detach()))
         self.on_fit_batch_end(batch, predictions, total, should_step)
         return total.detach().cpu()
 
-    def _log_running_stats(self):
+    def _log_running_stats(self, batch_loss):
         """Every ``log_interval_steps`` optimiser steps, the epoch's running term statistics
         go to ``train_log.jsonl`` (``{"optimizer_step", "epoch_step", "lr", "train_running"}``),
-        so a term that does not learn shows within the first epoch."""
+        so a term that does not learn shows within the first epoch. ``loss`` is the epoch's
+        running mean of the total loss including this batch (SpeechBrain's ``avg_train_loss``
+        holds the batches before it: it is updated after ``fit_batch`` returns)."""
         interval = int(require(self.hparams, "log_interval_steps") or 0)
         if interval <= 0 or self.optimizer_step % interval != 0:
             return
@@ -413,7 +415,9 @@ class SeparationBrain(sb.core.Brain):
                 "optimizer_step": self.optimizer_step,
                 "epoch_step": self.step,
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "train_running": self._stage_stats(float("nan")),
+                "train_running": self._stage_stats(
+                    self.avg_train_loss + (batch_loss - self.avg_train_loss) / max(self.step, 1)
+                ),
             }
         )
 
