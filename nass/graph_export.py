@@ -13,11 +13,11 @@ writes the portable model folder of :mod:`nass.export` with, next to ``separator
 The batch axis is dynamic. The time axis is **fixed** at ``--length_seconds`` unless
 ``--dynamic_length`` is given: then the export is tried with a symbolic time axis and
 kept only when the program also matches PyTorch at other lengths, including one that is
-not a multiple of the encoder stride. Where only multiples of the stride match, the card
-says so (``length_multiple_of``). Where the dynamic export fails (measured with
-torch 2.14: ``torch.export`` of SepFormer and DPRNN, ONNX of DPRNN), the command stops
-with the reason and the way that works: a fixed length, with the input padded or cut to
-it by the caller.
+not a multiple of the encoder stride. Where only multiples of the stride match (the
+``torchscript`` ONNX exporter), the card says so (``length_multiple_of``). Where the
+dynamic export fails (measured with torch 2.14: ``torch.export`` of DPRNN, whose chunking
+arithmetic the symbolic shapes cannot solve), the command stops with the reason and the
+ways that work: a fixed length, with the input padded or cut to it by the caller, or ONNX.
 
 Every exported file is read back from its bytes and run on a random mixture; the
 largest absolute difference to the PyTorch output must stay under ``--tolerance``
@@ -274,6 +274,8 @@ def export_program(model, sample_rate, fmt, length, dynamic=False, tolerance=TOL
     fixed_hint = ("export at a fixed length instead (omit --dynamic_length, choose --length_seconds) and pad or "
                   "cut each input to that length" if dynamic else
                   "use the PyTorch model (nass-separate / nass.inference.Separator)")
+    if dynamic and fmt == "torch_export":
+        fixed_hint += ", or try --onnx --dynamic_length (ONNX exports a dynamic length of more models)"
     with tempfile.TemporaryDirectory(prefix="nass-export-") as tmp:
         path = os.path.join(tmp, FORMATS[fmt])
         try:

@@ -175,3 +175,18 @@ def test_bad_options_are_refused_before_any_work(tiny_model, tmp_path, capsys):
     assert export_main([tiny_model, str(existing), "--onnx"]) == 2
     assert "already exists. Pass --overwrite" in capsys.readouterr().err
     assert os.listdir(existing) == ["keep.txt"]
+
+
+def test_a_dynamic_axis_for_whole_encoder_frames_only_is_recorded(tiny_model):
+    """The torchscript ONNX exporter bakes the frame arithmetic in: lengths that are not a multiple
+    of the encoder stride come out wrong, so the card says which lengths the file takes."""
+    import onnxruntime
+
+    model, hparams = load_separator(tiny_model)
+    data, info = graph_export.export_program(model, SR, "onnx", 4000, dynamic=True, onnx_exporter="torchscript")
+    assert info["fixed_length"] is False and info["length_multiple_of"] == 8 == graph_export.encoder_stride(model)
+    assert all(c["shape"][1] % 8 == 0 for c in info["checked"]) and info["onnx_exporter"] == "torchscript"
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    mix = 0.1 * torch.randn(1, 4800, generator=torch.Generator().manual_seed(3))
+    want_s, _ = _reference(tiny_model, mix)
+    assert np.abs(session.run(None, {"mix": mix.numpy()})[0] - want_s).max() < 1e-3
