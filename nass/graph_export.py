@@ -274,8 +274,11 @@ def export_program(model, sample_rate, fmt, length, dynamic=False, tolerance=TOL
     fixed_hint = ("export at a fixed length instead (omit --dynamic_length, choose --length_seconds) and pad or "
                   "cut each input to that length" if dynamic else
                   "use the PyTorch model (nass-separate / nass.inference.Separator)")
+    if dynamic:
+        fixed_hint += (". The example length shapes what the exporter assumes: a longer --length_seconds "
+                       "(e.g. the default 4 s) may succeed")
     if dynamic and fmt == "torch_export":
-        fixed_hint += ", or try --onnx --dynamic_length (ONNX exports a dynamic length of more models)"
+        fixed_hint += "; or try --onnx --dynamic_length (ONNX exports a dynamic length of more models)"
     with tempfile.TemporaryDirectory(prefix="nass-export-") as tmp:
         path = os.path.join(tmp, FORMATS[fmt])
         try:

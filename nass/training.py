@@ -319,7 +319,8 @@ def check_class_overrides(hparams_file, overrides):
         return  # HyperPyYAML reports those itself
     if not (isinstance(given, yaml.MappingNode) and isinstance(base, yaml.MappingNode)):
         return
-    base_tags = {k.value: v.tag for k, v in base.value if isinstance(k, yaml.ScalarNode)}
+    base_tags = {k.value: v.tag for k, v in base.value  # only mappings are merged (a scalar is replaced)
+                 if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.MappingNode) and v.tag.startswith("!new:")}
     for key, node in given.value:
         old = base_tags.get(getattr(key, "value", None))
         if not (isinstance(node, yaml.MappingNode) and node.tag.startswith("!new:")) or not old or old == node.tag:
