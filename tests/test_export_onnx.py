@@ -190,3 +190,23 @@ def test_a_dynamic_axis_for_whole_encoder_frames_only_is_recorded(tiny_model):
     mix = 0.1 * torch.randn(1, 4800, generator=torch.Generator().manual_seed(3))
     want_s, _ = _reference(tiny_model, mix)
     assert np.abs(session.run(None, {"mix": mix.numpy()})[0] - want_s).max() < 1e-3
+
+
+def test_export_from_a_training_folder(tmp_path):
+    """RUN_DIR may be a training output folder (its best checkpoint), as for a plain nass-export."""
+    from test_inference import write_model_folder as training_folder
+
+    run = str(tmp_path / "run")
+    best = training_folder(run, noise=False, scores=(1.0, 3.0))
+    out = str(tmp_path / "exported")
+    assert export_main([run, out, "--torch_export", "--length_seconds", "0.5"]) == 0
+    card = json.load(open(os.path.join(out, "model_card.json")))
+    assert card["training"]["checkpoint"] == "CKPT+2024-01-02+00-00-00+00"  # the best one
+    info = card["exports"]["torch_export"]
+    assert [o["name"] for o in info["outputs"]] == ["est_sources"] and info["outputs"][0]["shape"] == ["batch", 4000, 2]
+    program = torch.export.load(os.path.join(out, "separator.pt2")).module()
+    model, _ = load_separator(out)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+    mix = 0.1 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (program(mix)[0] - model(mix).est_sources).abs().max() < 1e-3
