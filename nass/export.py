@@ -10,7 +10,11 @@ A model folder is a read-only artifact that can be copied to any path or machine
   ``weights_only=True``);
 * ``model_card.json``: format, sample rate, speakers, noise output, training data and
   split, the checkpoint it came from, test metrics when the run has them, nass version
-  and git commit, and the ``bytes`` and ``sha256`` of both files above.
+  and git commit, and the ``bytes`` and ``sha256`` of both files above;
+* with ``nass-export --onnx`` / ``--torch_export``: ``separator.onnx`` / ``separator.pt2``,
+  each checked against the PyTorch output, listed in ``files`` and described in the card's
+  ``exports`` (input / output names and shapes, sample rate, fixed or dynamic length, max
+  abs diff): :mod:`nass.graph_export`.
 
 :func:`nass.inference.load_separator` verifies every SHA-256 of the card before it reads
 anything and refuses a mismatch naming the file; it creates, changes and deletes nothing
