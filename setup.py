@@ -30,7 +30,12 @@ setup(
         "tqdm>=4.60",
     ],
     # TensorBoard logging (YAML key tensorboard: True): pip install "nass[tensorboard]"
-    extras_require={"test": ["pytest>=7"], "tensorboard": ["tensorboard>=2.10"]},
+    # ONNX export and its check in ONNX Runtime (nass-export --onnx): pip install "nass[export]"
+    extras_require={
+        "test": ["pytest>=7"],
+        "tensorboard": ["tensorboard>=2.10"],
+        "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
+    },
     entry_points={
         "console_scripts": [
             "nass-separate=nass.cli:separate_main",

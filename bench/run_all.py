@@ -145,69 +145,74 @@ def _float(value):
         return float("nan")
 
 
-_TS = r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})"
+def parse_train_log(folder):
+    """Training facts of one run from its machine-readable outputs (no log text is parsed).
 
-
-def _stamp(line):
-    m = re.match(_TS, line)
-    if not m:
-        return None
-    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
-    return t.timestamp() + int(m.group(2)) / 1000.0
-
-
-def parse_log(log_path):
-    """Training facts of one run from SpeechBrain's ``log.txt``.
+    Parameters
+    ----------
+    folder : str
+        A training output folder: ``train_log.jsonl`` (:mod:`nass.curves`) and the model
+        folder ``model/`` that every training writes at its end.
 
     Returns
     -------
     dict
-        ``train_seconds`` (from the first "Going into epoch" to "Train iteration limit
-        exceeded" of the last session in the log, or to its last checkpoint save; it
-        excludes data preparation and the test evaluation, and includes any validation
-        between epochs), ``steps`` (the ``optimizer_step_limit`` override) and
-        ``params_trained`` (SpeechBrain's "Total Number of Trainable Parameters" text,
-        e.g. ``"161.9k"``); a key is absent when the log does not say.
+        ``train_seconds`` (the ``train_seconds`` of the last record of the last session in
+        ``train_log.jsonl``: wall seconds since that session's first epoch began, validation
+        included, data preparation and the test evaluation excluded), ``steps`` (the last
+        ``optimizer_step`` logged) and ``params_trained`` (parameters of the trained
+        separator in ``model/``, written as SpeechBrain writes them, e.g. ``"161.9k"``);
+        a key is absent when the run does not have the file.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "train_log.jsonl"), "w").write(
+    ...     '{"optimizer_step": 20, "train_seconds": 30.0}\\n{"optimizer_step": 2, "train_seconds": 3.0}\\n'
+    ...     '{"optimizer_step": 40, "train_seconds": 70.5, "valid": {"si-snr": 1.0}}\\n')
+    >>> parse_train_log(d)
+    {'train_seconds': 70.5, 'steps': 40}
     """
     out = {}
-    if not os.path.isfile(log_path):
-        return out
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    starts = [i for i, line in enumerate(lines) if "Beginning experiment!" in line]
-    session = lines[starts[-1]:] if starts else lines
-    begin = end = None
-    for line in session:
-        if begin is None and "Going into epoch" in line:
-            begin = _stamp(line)
-        elif begin is not None and "Train iteration limit exceeded" in line:
-            end = _stamp(line)
-            break
-        elif begin is not None and "Saved an end-of-epoch checkpoint" in line:
-            end = _stamp(line)
-    if begin is not None and end is not None:
-        out["train_seconds"] = round(end - begin, 1)
-    for line in lines:
-        m = re.search(r"optimizer_step_limit .*?to: (\d+)", line)
-        if m:
-            out["steps"] = int(m.group(1))
-        m = re.search(r"Total Number of Trainable Parameters: ([\d.]+[kMG]?)", line)
-        if m:
-            out["params_trained"] = m.group(1)
+    path = os.path.join(folder, "train_log.jsonl")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:  # in file order; a line cut by a kill is skipped
+            records = []
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        seconds = [r.get("train_seconds") for r in records if isinstance(r.get("train_seconds"), (int, float))]
+        session = seconds
+        for i in range(len(seconds) - 1, 0, -1):  # a resumed session starts again from 0
+            if seconds[i] < seconds[i - 1]:
+                session = seconds[i:]
+                break
+        if session:
+            out["train_seconds"] = round(session[-1], 1)
+        logged = [r["optimizer_step"] for r in records if isinstance(r.get("optimizer_step"), int)]
+        if logged:
+            out["steps"] = max(logged)
+    model = os.path.join(folder, "model")
+    if os.path.isfile(os.path.join(model, "model_card.json")):
+        from speechbrain.utils.logger import format_order_of_magnitude
+
+        from nass.inference import load_separator
+
+        separator, _ = load_separator(model)
+        out["params_trained"] = format_order_of_magnitude(sum(p.numel() for p in separator.parameters()))
     return out
 
 
 def parse_hyperparams(path):
-    """Plain ``key: value`` scalars of a saved ``hyperparams.yaml`` (no YAML tags resolved)."""
-    out = {}
+    """Plain values of a saved ``hyperparams.yaml`` (:func:`nass.export.training_values`; objects are None)."""
     if not os.path.isfile(path):
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r"^([A-Za-z_][\w]*):\s*([^#!\n]+?)\s*(#.*)?$", line)
-            if m and m.group(2):
-                out[m.group(1)] = m.group(2).strip()
-    return out
+        return {}
+    from nass.export import training_values
+
+    return training_values(path)
 
 
 def collect_runs(out_root, configs, seeds):
@@ -254,16 +259,14 @@ def collect_runs(out_root, configs, seeds):
                     for key in ("pesq", "estoi"):
                         if not math.isfinite(row.get(key, float("nan"))) and math.isfinite(alone.get(key, float("nan"))):
                             row[key] = alone[key]
-            row.update(parse_log(os.path.join(folder, "log.txt")))
+            row.update(parse_train_log(folder))
             row["status"] = "done"
             row["num_test_utterances"] = count
             row["sample_rate"] = hp.get("sample_rate", "")
             row["batch_size"] = hp.get("batch_size", "")
             row["test_split"] = hp.get("test_split", "test")
-            seg = hp.get("training_signal_len")
-            row["segment_s"] = (
-                round(int(seg) / int(hp["sample_rate"]), 2) if seg and seg.isdigit() and hp.get("sample_rate") else ""
-            )
+            seg, rate = hp.get("training_signal_len"), hp.get("sample_rate")
+            row["segment_s"] = round(seg / rate, 2) if isinstance(seg, int) and seg > 0 and isinstance(rate, int) else ""
             rows.append(row)
     return rows
 

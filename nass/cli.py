@@ -319,33 +319,64 @@ def evaluate_main(argv=None):
 
 
 def export_main(argv=None):
-    """``nass-export RUN_DIR OUT_DIR [--overwrite]``: write a portable model folder.
+    """``nass-export RUN_DIR OUT_DIR [--onnx] [--torch_export] [--length_seconds S] [--dynamic_length] [--overwrite]``.
 
     ``RUN_DIR`` is a training output folder (its best checkpoint is used, checked against
     its ``CKPT.yaml``) or a model folder; ``OUT_DIR`` receives ``hyperparams.yaml`` (model
     objects only), ``separator.ckpt`` and ``model_card.json`` (:mod:`nass.export`),
-    atomically. ``RUN_DIR`` is only read.
+    atomically. ``RUN_DIR`` is only read. ``--onnx`` / ``--torch_export`` add
+    ``separator.onnx`` / ``separator.pt2`` (:mod:`nass.graph_export`), each run on a random
+    mixture and compared with the PyTorch output before anything is written.
 
     Returns
     -------
     int
-        0 on success, 2 on bad input (one line on stderr; nothing written).
+        0 on success, 2 on bad input or a model that cannot be exported as asked (one line
+        on stderr saying why and what works; nothing written).
     """
     parser = argparse.ArgumentParser(
-        prog="nass-export", description="Export a trained separator as a portable, read-only model folder."
+        prog="nass-export", description="Export a trained separator as a portable, read-only model folder "
+        "(optionally with an ONNX model and a torch.export program).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("run_dir", help="training output folder (or a model folder)")
     parser.add_argument("out_dir", help="model folder to write")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write separator.onnx (needs pip install 'nass[export]')")
+    parser.add_argument("--torch_export", action="store_true", help="also write separator.pt2 (torch.export program)")
+    parser.add_argument("--length_seconds", type=float, default=4.0,
+                        help="input length of the exported programs (s); callers pad or cut to it")
+    parser.add_argument("--dynamic_length", action="store_true",
+                        help="export a dynamic time axis instead of a fixed length (refused where it does not work)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest absolute difference to the PyTorch output (default 1e-3)")
+    parser.add_argument("--onnx_exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                        help="torch.onnx exporter (torchscript: the older tracer, much faster for DPRNN)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from nass.export import export_model
 
+    formats = [f for f, on in (("onnx", args.onnx), ("torch_export", args.torch_export)) if on]
     try:
-        export_model(args.run_dir, args.out_dir, overwrite=args.overwrite)
+        if args.dynamic_length and not formats:
+            raise ValueError("--dynamic_length needs --onnx or --torch_export")
+        export_model(args.run_dir, args.out_dir, overwrite=args.overwrite, formats=formats,
+                     length_seconds=args.length_seconds, dynamic_length=args.dynamic_length,
+                     tolerance=args.tolerance, onnx_exporter=args.onnx_exporter)
     except (ValueError, OSError) as exc:
         return _fail(parser.prog, exc)
     print(f"{args.run_dir} -> {args.out_dir}")
+    if formats:
+        import json
+
+        with open(os.path.join(args.out_dir, "model_card.json"), encoding="utf-8") as f:
+            exports = json.load(f).get("exports", {})
+        for fmt, info in exports.items():
+            shape = info["inputs"][0]["shape"]
+            print(f"  {info['file']}: input {info['inputs'][0]['name']} {shape} at {info['sample_rate']} Hz, "
+                  f"{'fixed' if info['fixed_length'] else 'dynamic'} length, max abs diff to PyTorch "
+                  f"{info['max_abs_diff']:.2g}")
     return 0
 
 

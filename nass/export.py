@@ -10,7 +10,11 @@ A model folder is a read-only artifact that can be copied to any path or machine
   ``weights_only=True``);
 * ``model_card.json``: format, sample rate, speakers, noise output, training data and
   split, the checkpoint it came from, test metrics when the run has them, nass version
-  and git commit, and the ``bytes`` and ``sha256`` of both files above.
+  and git commit, and the ``bytes`` and ``sha256`` of both files above;
+* with ``nass-export --onnx`` / ``--torch_export``: ``separator.onnx`` / ``separator.pt2``,
+  each checked against the PyTorch output, listed in ``files`` and described in the card's
+  ``exports`` (input / output names and shapes, sample rate, fixed or dynamic length, max
+  abs diff): :mod:`nass.graph_export`.
 
 :func:`nass.inference.load_separator` verifies every SHA-256 of the card before it reads
 anything and refuses a mismatch naming the file; it creates, changes and deletes nothing
@@ -435,7 +439,7 @@ def write_artifact_folder(out_dir, files, card, overwrite=False, option="OUT_DIR
     return out_dir
 
 
-def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
+def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False, extra_files=None):
     """Write a separator model folder (module docstring) with :func:`write_artifact_folder`.
 
     Parameters
@@ -450,6 +454,9 @@ def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
         :func:`build_card`.
     overwrite : bool
         Replace an existing non-empty ``out_dir``.
+    extra_files : dict, optional
+        More file name -> bytes (``separator.onnx``, ``separator.pt2``: :mod:`nass.graph_export`),
+        listed in the card with their SHA-256 like the others.
 
     Returns
     -------
@@ -469,11 +476,12 @@ def write_model_folder(out_dir, yaml_text, weights, card, overwrite=False):
     >>> sorted(os.listdir(d))
     ['hyperparams.yaml', 'model_card.json', 'separator.ckpt']
     """
-    return write_artifact_folder(out_dir, {MODEL_YAML: yaml_text.encode("utf-8"), WEIGHTS: weights}, card,
-                                 overwrite=overwrite)
+    files = {MODEL_YAML: yaml_text.encode("utf-8"), WEIGHTS: weights, **(extra_files or {})}
+    return write_artifact_folder(out_dir, files, card, overwrite=overwrite)
 
 
-def export_model(run_dir, out_dir, overwrite=False, test_metrics=None):
+def export_model(run_dir, out_dir, overwrite=False, test_metrics=None, formats=(), length_seconds=4.0,
+                 dynamic_length=False, tolerance=None, onnx_exporter="dynamo"):
     """Export a training run (or copy a model folder) into a portable model folder.
 
     Parameters
@@ -488,6 +496,18 @@ def export_model(run_dir, out_dir, overwrite=False, test_metrics=None):
         Replace an existing ``out_dir``.
     test_metrics : dict, optional
         Mean test metrics for the card (default: ``<run_dir>/test/test_metrics.csv``).
+    formats : sequence of {"onnx", "torch_export"}
+        Also write ``separator.onnx`` / ``separator.pt2`` (:func:`nass.graph_export.export_program`),
+        each checked against the PyTorch output and described in the card's ``exports``.
+    length_seconds : float
+        Input length of those programs (s): their fixed length, or the first length checked
+        with ``dynamic_length``.
+    dynamic_length : bool
+        Export with a dynamic time axis (refused, with the reason, where it does not work).
+    tolerance : float, optional
+        Largest absolute difference to PyTorch (default :data:`nass.graph_export.TOLERANCE`).
+    onnx_exporter : {"dynamo", "torchscript"}
+        ``torch.onnx.export`` exporter.
 
     Returns
     -------
@@ -498,6 +518,8 @@ def export_model(run_dir, out_dir, overwrite=False, test_metrics=None):
     ------
     nass.inference.ModelLoadError
         No usable checkpoint or YAML in ``run_dir``, a damaged or non-finite checkpoint.
+    nass.graph_export.ExportError
+        A program that cannot be exported or does not match PyTorch (nothing is written).
     FileExistsError
         ``out_dir`` exists and ``overwrite`` is False.
 
@@ -510,5 +532,29 @@ def export_model(run_dir, out_dir, overwrite=False, test_metrics=None):
     files = read_model_folder(run_dir)
     files.check_weights()
     card = build_card(files, run_dir, test_metrics=test_metrics)
-    return write_model_folder(out_dir, files.yaml_text, files.weights, card, overwrite=overwrite)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.lexists(out_dir) and not overwrite and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise FileExistsError(f"{out_dir}: already exists. Pass --overwrite to replace it, or choose another folder.")
+    extra = {}
+    if formats:
+        from nass import graph_export
+        from nass.inference import load_separator
+
+        unknown = [f for f in formats if f not in graph_export.FORMATS]
+        if unknown:
+            raise graph_export.ExportError(f"unknown export format(s) {unknown}; use {', '.join(graph_export.FORMATS)}")
+        if not (isinstance(length_seconds, (int, float)) and math.isfinite(length_seconds) and length_seconds > 0):
+            raise graph_export.ExportError(f"--length_seconds {length_seconds}: must be a positive number of seconds")
+        model, hparams = load_separator(run_dir)
+        length = int(round(float(length_seconds) * int(hparams["sample_rate"])))
+        card["exports"] = {}
+        for fmt in dict.fromkeys(formats):
+            data, info = graph_export.export_program(
+                model, int(hparams["sample_rate"]), fmt, length, dynamic=dynamic_length,
+                tolerance=graph_export.TOLERANCE if tolerance is None else float(tolerance), onnx_exporter=onnx_exporter,
+            )
+            extra[info["file"]] = data
+            card["exports"][fmt] = _json_safe(info)
+            logger.info("%s: max abs diff to PyTorch %.3g", info["file"], info["max_abs_diff"])
+    return write_model_folder(out_dir, files.yaml_text, files.weights, card, overwrite=overwrite, extra_files=extra)
 

@@ -188,6 +188,66 @@ def _print_help(argv):
     print("SpeechBrain run options:\n" + "\n".join(line for b in blocks for line in b))
 
 
+def check_class_overrides(hparams_file, overrides):
+    """Refuse a ``--key=!new:OtherClass {...}`` override that HyperPyYAML would silently merge.
+
+    HyperPyYAML merges an override mapping into the YAML's node of the same key and keeps
+    that node's tag: ``--train_logger=!new:...TensorboardLogger {save_dir: tb}`` on a YAML
+    whose ``train_logger`` is a ``FileTrainLogger`` calls ``FileTrainLogger(save_file=...,
+    save_dir=tb)`` (a TypeError). Such an override is refused up front, saying what works.
+
+    Parameters
+    ----------
+    hparams_file : str
+        The training YAML.
+    overrides : str or dict
+        SpeechBrain's parsed ``--key=value`` overrides (YAML text).
+
+    Raises
+    ------
+    SystemExit
+        A top-level key whose override names another class than the YAML (the message names
+        both, and ``--tensorboard=True`` for TensorBoard).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(p, "w").write("log: !new:collections.OrderedDict\\n    a: 1\\n")
+    >>> check_class_overrides(p, "log: !new:collections.Counter {a: 2}")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    SystemExit: --log=!new:collections.Counter: HyperPyYAML merges an override into the YAML's !new:collections.OrderedDict ...
+    >>> check_class_overrides(p, "log: {a: 2}")  # same class, other arguments: fine
+    """
+    import yaml
+
+    if not overrides:
+        return
+    text = overrides if isinstance(overrides, str) else yaml.safe_dump(overrides)
+    try:
+        given = yaml.compose(text, Loader=yaml.SafeLoader)
+        with open(hparams_file, encoding="utf-8") as f:
+            base = yaml.compose(f, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, OSError):
+        return  # HyperPyYAML reports those itself
+    if not (isinstance(given, yaml.MappingNode) and isinstance(base, yaml.MappingNode)):
+        return
+    base_tags = {k.value: v.tag for k, v in base.value  # only mappings are merged (a scalar is replaced)
+                 if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.MappingNode) and v.tag.startswith("!new:")}
+    for key, node in given.value:
+        old = base_tags.get(getattr(key, "value", None))
+        if not (isinstance(node, yaml.MappingNode) and node.tag.startswith("!new:")) or not old or old == node.tag:
+            continue
+        hint = ("For TensorBoard, pass --tensorboard=True instead (event files in <output_folder>/tensorboard; "
+                "pip install 'nass[tensorboard]'). " if "tensorboard" in node.tag.lower() else "")
+        raise SystemExit(
+            f"--{key.value}={node.tag}: HyperPyYAML merges an override into the YAML's {old} (its arguments are "
+            f"added, the class stays), so {key.value} cannot be given another class on the command line. {hint}"
+            f"Otherwise copy {hparams_file} and change {key.value} there."
+        )
+
+
 def load_hparams(argv):
     """Parse the command line and load the YAML (overrides applied).
 
@@ -211,6 +271,7 @@ def load_hparams(argv):
     if isinstance(getattr(run_opts, "optimizer_step_limit", None), str):
         run_opts = dataclasses.replace(run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit))
     overrides = _step_limit_into_yaml(hparams_file, run_opts, overrides)
+    check_class_overrides(hparams_file, overrides)
     with open(hparams_file, encoding="utf-8") as fin:
         try:
             hparams = load_hyperpyyaml(fin, overrides)

@@ -406,6 +406,9 @@ def fit_length(wav, length):
     (torch.Size([2, 3]), [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     """
     cur = wav.shape[-1]
+    if isinstance(cur, torch.SymInt) or isinstance(length, torch.SymInt):
+        # symbolic sizes (torch.export, ONNX with a dynamic time axis): the same, without a branch on them
+        return torch.nn.functional.pad(wav, (0, torch.sym_max(length - cur, 0)))[..., :length]
     if cur >= length:
         return wav[..., :length]
     return torch.nn.functional.pad(wav, (0, length - cur))

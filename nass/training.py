@@ -13,6 +13,7 @@ from nass.runner import (  # noqa: F401
     _step_limit_into_yaml,
     apply_init_from,
     build_datasets,
+    check_class_overrides,
     check_writable,
     copy_matching_weights,
     evaluate_best,

@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -21,13 +22,15 @@ def _load(name):
 run_all = _load("run_all")
 bench_speed = _load("bench_speed")
 
-LOG = """2026-11-22 13:32:48,259 - speechbrain.core - INFO - Beginning experiment!
-2026-11-22 13:32:49,000 - speechbrain.core - INFO - optimizer_step_limit which is specified in hparams was overridden by command line input to: 40
-* Total Number of Trainable Parameters: 161.9k
-2026-11-22 13:32:54,265 - speechbrain.utils.epoch_loop - INFO - Going into epoch 1
-2026-11-22 13:34:04,765 - speechbrain.core - INFO - Train iteration limit exceeded
-2026-11-22 13:35:00,000 - speechbrain.utils.checkpoints - INFO - Saved an end-of-epoch checkpoint in x
-"""
+# train_log.jsonl of a run that was resumed once: the first session's rows, then the second's
+TRAIN_LOG = [
+    {"optimizer_step": 10, "train_running": {"loss": 1.0}, "train_seconds": 12.0},
+    {"epoch": 1, "optimizer_step": 20, "valid": {"si-snr": 1.0}, "train_seconds": 30.0},
+    {"optimizer_step": 30, "train_running": {"loss": 0.5}, "train_seconds": 20.25},
+    {"epoch": 2, "optimizer_step": 40, "valid": {"si-snr": 2.0}, "train_seconds": 70.5},
+]
+#: A separator of 10 * 400 + 400 = 4400 parameters in the run's model folder.
+MODEL_YAML = "sample_rate: 8000\nnum_spks: 2\nseparator: !new:torch.nn.Linear [10, 400]\n"
 
 
 def write_metrics(path, si_snr_i, pesq=True, pesq_value=2.0, n=2):
@@ -45,8 +48,15 @@ def write_metrics(path, si_snr_i, pesq=True, pesq_value=2.0, n=2):
 def fake_run(root, config, seed, si_snr_i, pesq=True):
     folder = os.path.join(root, f"{config}-seed{seed}")
     write_metrics(os.path.join(folder, "test", "test_metrics.csv"), si_snr_i, pesq)
-    with open(os.path.join(folder, "log.txt"), "w") as f:
-        f.write(LOG)
+    with open(os.path.join(folder, "train_log.jsonl"), "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in TRAIN_LOG) + '{"optimizer_step": 4')  # cut by a kill
+    import io
+
+    from nass.export import FORMAT, write_model_folder
+
+    buf = io.BytesIO()
+    torch.save(torch.nn.Linear(10, 400).state_dict(), buf)
+    write_model_folder(os.path.join(folder, "model"), MODEL_YAML, buf.getvalue(), {"format": FORMAT})
     with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
         f.write("seed: 1234\nsample_rate: 8000   # Hz\nbatch_size: 4\ntraining_signal_len: 24000\n"
                 "test_split: test\nspeed_perturb: !new:foo.Bar\n")
@@ -60,8 +70,8 @@ def test_log_and_run_collection(tmp_path):
     assert [r["status"] for r in runs] == ["done", "done", "missing", "missing"]
     first = runs[0]
     assert first["train_seconds"] == pytest.approx(70.5)
-    assert first["steps"] == 40 and first["params_trained"] == "161.9k"
-    assert first["sample_rate"] == "8000" and first["segment_s"] == 3.0 and first["num_test_utterances"] == 2
+    assert first["steps"] == 40 and first["params_trained"] == "4.4k"
+    assert first["sample_rate"] == 8000 and first["segment_s"] == 3.0 and first["num_test_utterances"] == 2
     table = run_all.aggregate(runs, ["sepformer-tiny", "sepformer-tiny-nass"], params={"sepformer-tiny": 1234})
     row = table[0]
     assert row["si-snr_i_mean"] == pytest.approx(4.0) and row["si-snr_i_std"] == pytest.approx(math.sqrt(2), abs=1e-3)

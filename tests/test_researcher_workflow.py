@@ -95,14 +95,17 @@ def test_own_speakers_to_fine_tuned_model_to_separated_folder(tmp_path, capsys):
     model = str(tmp_path / "results" / "mine")
     yaml = os.path.join(TINY, "dprnn-tiny-noise.yaml")
     # --data_folder is what create_mixtures.py --out wrote: no split names, no --dataset
-    train(yaml, f"--data_folder={corpus}", f"--output_folder={model}", "--optimizer_step_limit=2")
+    train(yaml, f"--data_folder={corpus}", f"--output_folder={model}", "--optimizer_step_limit=2",
+          "--tensorboard=True")
     rows = jsonl(model)
     assert [r["optimizer_step"] for r in rows if "valid" in r] == [1, 2]
     assert os.path.isfile(os.path.join(model, "training_curves.png"))
+    assert glob.glob(os.path.join(model, "tensorboard", "events.out.tfevents.*"))
     assert os.path.isfile(os.path.join(model, "test", "test_metrics.csv"))
 
     # the same command with a larger budget resumes (optimiser step 3 follows step 2)
-    train(yaml, f"--data_folder={corpus}", f"--output_folder={model}", "--optimizer_step_limit=3")
+    train(yaml, f"--data_folder={corpus}", f"--output_folder={model}", "--optimizer_step_limit=3",
+          "--tensorboard=True")
     assert [r["optimizer_step"] for r in jsonl(model) if "valid" in r] == [1, 2, 3]
 
     manifest = os.path.join(model, "save", "custom_test.csv")
@@ -337,6 +340,19 @@ def test_recipe_writes_tensorboard_events_and_curves(tmp_path):
           "--optimizer_step_limit=1", "--tensorboard=True", "--test_split=null")
     assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
     assert os.path.isfile(os.path.join(out, "training_curves.png"))
+
+
+def test_a_train_logger_class_override_says_to_use_tensorboard_true(tmp_path, capsys):
+    """HyperPyYAML merges --train_logger=!new:OtherClass {...} into the YAML's FileTrainLogger
+    (a TypeError deep in the YAML load): refused up front, pointing at --tensorboard=True."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as err:
+        train(os.path.join(TINY, "convtasnet-tiny.yaml"), f"--data_folder={tmp_path}", f"--output_folder={out}",
+              f"--train_logger=!new:speechbrain.utils.train_logger.TensorboardLogger {{save_dir: {tmp_path}/tb}}")
+    message = str(err.value)
+    assert "--train_logger=!new:speechbrain.utils.train_logger.TensorboardLogger" in message
+    assert "!new:speechbrain.utils.train_logger.FileTrainLogger" in message and "--tensorboard=True" in message
+    assert not out.exists()  # refused before anything was created
 
 
 def test_corrector_training_folder_is_accepted(tmp_path):
