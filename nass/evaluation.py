@@ -442,10 +442,31 @@ def read_column(csv_path, column="si-snr_i"):
 
     Used to pair two runs scored on the same test split (:func:`paired_delta`).
 
+    Parameters
+    ----------
+    csv_path : str
+        A ``test_metrics.csv`` written by :func:`evaluate_manifest` (one row per utterance,
+        values in dB, and a ``mean`` row).
+    column : str
+        The metric, e.g. ``si-snr_i`` or ``sdr_i``.
+
+    Returns
+    -------
+    dict
+        Utterance ID -> value (dB); empty and ``nan`` cells are left out.
+
     Raises
     ------
     ValueError
         The file has no such column.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "test_metrics.csv")
+    >>> _ = open(p, "w").write("ID,si-snr_i\na,1.5\nb,nan\nmean,1.5\n")
+    >>> read_column(p)
+    {'a': 1.5}
     """
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
