@@ -464,7 +464,7 @@ def read_column(csv_path, column="si-snr_i"):
     -------
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "test_metrics.csv")
-    >>> _ = open(p, "w").write("ID,si-snr_i\na,1.5\nb,nan\nmean,1.5\n")
+    >>> _ = open(p, "w").write("ID,si-snr_i\\na,1.5\\nb,nan\\nmean,1.5\\n")
     >>> read_column(p)
     {'a': 1.5}
     """
