@@ -1,129 +1,110 @@
 #!/usr/bin/env python3
-"""Write every recipe YAML from one table of datasets x models x methods.
+"""Compose every recipe YAML from the blocks in ``hparams/blocks/`` and ``hparams/models/``.
 
-The YAML files under ``recipes/*/separation/hparams/`` are ordinary HyperPyYAML files
-that researchers read and edit; this script only keeps the ~70 variants consistent.
-``tests/test_hparams.py`` fails when a committed file differs from what this script
-writes, so after editing the table run::
+The YAML files under ``recipes/*/{separation,correction}/hparams/`` are ordinary,
+self-contained HyperPyYAML files that researchers read, diff and copy (every key top-level,
+so ``--key=value`` overrides reach them; no ``!include``: a relative include broke on a copied
+file, issue 20). They are not written by hand: each is *composed* from block files,
+
+    hparams/blocks/separation.yaml      the skeleton of every separation recipe (full size,
+                                        speakers only: the papers' common settings)
+    hparams/blocks/correction.yaml      the skeleton of every GeCo / Fast-GeCo recipe
+    hparams/blocks/data/<dataset>.yaml  the data block of one dataset (both tasks)
+    hparams/blocks/methods/<m>.yaml     what one method adds (noise output, PatchNCE, unified
+                                        SE+SS, GM; GeCo, Fast-GeCo)
+    hparams/blocks/sizes/<s>.yaml       TINY CPU sizes (training budget, per-model sizes)
+    hparams/blocks/finetune.yaml        the fine-tuning variant
+    hparams/models/<model>.yaml         a model architecture, inlined (sizes as top-level keys)
+
+by one rule, :func:`merge`: a block is a partial recipe whose ``# ---- <section>`` lines say
+where it writes; a key that exists replaces that key in place (a mapping with the same tag is
+merged key by key, a list gets the block's items appended); a new key goes after the block's
+previous key, else at the end of its section. ``${name}`` placeholders are filled from the
+tables below (``string.Template``). This script keeps only the table of which combinations
+exist (``DATASETS`` x ``MODEL_METHODS``, ``CORRECTION``, ``FINETUNE``) and the values that
+depend on a combination (the paper's training split per method, comments computed from
+``num_spks``). ``tests/test_recipe_configs.py`` fails when a committed file differs from what
+this script writes, so after editing a block run::
 
     python tools/make_recipe_hparams.py
-
-Model architectures live once in ``hparams/models/*.yaml``; this script copies them into
-every recipe YAML (sizes as top-level keys, objects under ``model:``), so a recipe YAML is
-self-contained: copied anywhere it still loads, and every model size is a ``--key=value``
-override (issue 20; a relative ``!include`` broke on a copied file).
 """
 
 import argparse
 import os
+import re
+import string
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCKS = os.path.join(ROOT, "hparams", "blocks")
 
 # ----------------------------------------------------------------------------- datasets
+# The training split each method's paper used, in LibriMix's split names (data/libri*.yaml
+# write it as ${train_split}); every other dataset has one training split.
+LIBRIMIX_TRAIN_SPLITS = {
+    "speakers": "train-360            # SpeechBrain LibriMix recipe: train-360",
+    "nass": "train-100            # NASS paper: Libri2Mix train-100",
+    "unified": "train-360            # GM paper: Libri2Mix train-360",
+    "geco": "train-100            # GeCo reference --train_dir ...libri2mix-train100",
+}
+
+# data: the block in hparams/blocks/data/; sizes: blocks of hparams/blocks/sizes/ applied to
+# every separation recipe of the dataset (TINY CPU sizes)
 DATASETS = {
     "libri2mix": dict(
         folder="recipes/LibriMix/separation/hparams/libri2mix",
         title="Libri2Mix (noisy, 8 kHz, min)",
-        dataset="librimix",
-        data_folder="!PLACEHOLDER  # e.g. /data/Libri2Mix",
-        num_spks=2,
-        splits=("train-360", "dev", "test"),
-        nass_splits=("train-100", "dev", "test"),
+        data="libri2mix",
+        train_splits=LIBRIMIX_TRAIN_SPLITS,
     ),
     "libri3mix": dict(
         folder="recipes/LibriMix/separation/hparams/libri3mix",
         title="Libri3Mix (noisy, 8 kHz, min)",
-        dataset="librimix",
-        data_folder="!PLACEHOLDER  # e.g. /data/Libri3Mix",
-        num_spks=3,
-        splits=("train-360", "dev", "test"),
-        nass_splits=("train-100", "dev", "test"),
+        data="libri3mix",
+        train_splits=LIBRIMIX_TRAIN_SPLITS,
     ),
-    "wham": dict(
-        folder="recipes/WHAM/separation/hparams",
-        title="WHAM! (8 kHz, min)",
-        dataset="wham",
-        data_folder="!PLACEHOLDER  # e.g. /data/wham (holds wav8k/min/{tr,cv,tt})",
-        num_spks=2,
-        splits=("tr", "cv", "tt"),
-        nass_splits=("tr", "cv", "tt"),
-    ),
+    "wham": dict(folder="recipes/WHAM/separation/hparams", title="WHAM! (8 kHz, min)", data="wham"),
     "custom": dict(
         folder="recipes/Custom/separation/hparams",
         title="a custom Libri2Mix-shaped folder (<split>/mix_both, s1, s2, noise[, mix_clean])",
-        dataset="custom",
-        data_folder="!PLACEHOLDER  # e.g. mycorpus/Libri2Mix (tools/create_mixtures.py --out) or <root>/wav8k/min",
-        num_spks=2,
-        splits=("train", "dev", "test"),  # the split names tools/create_mixtures.py writes
-        nass_splits=("train", "dev", "test"),
+        data="custom",
     ),
     "custom-tiny": dict(
         folder="recipes/Custom/separation/hparams/tiny",
         title="a custom Libri2Mix-shaped folder (tools/create_mixtures.py --out, or its wav8k/min), TINY CPU model",
-        dataset="custom",
-        data_folder="!PLACEHOLDER  # e.g. mycorpus/Libri2Mix (tools/create_mixtures.py --out)",
-        num_spks=2,
-        splits=("train", "dev", "test"),
-        nass_splits=("train", "dev", "test"),
-        tiny=True,
+        data="custom-tiny",
+        sizes=["tiny", "tiny-any-corpus"],
     ),
     "demo": dict(
         folder="recipes/LibriMix/separation/hparams/demo",
         title="the demo corpus (tools/build_demo_corpus.py; Libri2Mix-shaped, real Debian recordings), TINY CPU model",
-        dataset="librimix",
-        data_folder="data/demo/Libri2Mix",
-        num_spks=2,
-        splits=("train", "dev", "test"),
-        nass_splits=("train", "dev", "test"),
-        tiny=True,
+        data="demo",
+        sizes=["tiny"],
     ),
 }
 
 # ----------------------------------------------------------------------------- models
+# fragment / enhancer: files in hparams/models/; the TINY sizes are hparams/blocks/sizes/
+# tiny-<model>.yaml (and tiny-enhancer-<model>.yaml for the unified methods)
 MODELS = {
     "sepformer": dict(fragment="sepformer.yaml", enhancer="enhancer-sepformer.yaml"),
     "dprnn": dict(fragment="dprnn.yaml", enhancer="enhancer-dprnn.yaml"),
     "convtasnet": dict(fragment="convtasnet.yaml", enhancer=None),
 }
 
-# Tiny CPU sizes (demo corpus, tests): a few minutes of CPU training learn something.
-TINY = {
-    "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=2, nhead=4, d_ffn=128, K=100),
-    "dprnn": dict(N_encoder_out=64, hidden_channels=64, num_blocks=2, K=100, kernel_size=32),  # issue 21: h64 + stride 16 learnt faster per CPU second than h32 + stride 8
-    "convtasnet": dict(N_encoder_out=64, B=32, H=64, P=3, X=4, R=1),
-}
-# Tiny models train for a fixed step budget with warm-up + linear decay (issue 21's
-# learning curves); peak rates measured on the demo corpus (bench/learning_curve.py)
-TINY_STEPS = 1800  # about 11.5 minutes of training (validation included) on 2 idle cores: 0.36 s per step
-TINY_LR = {"sepformer": 0.001, "dprnn": 0.003, "convtasnet": 0.001}
-TINY_LR_NOTE = {
-    "sepformer": "not tuned",
-    "dprnn": "3e-3 learnt faster than 1e-3 on the demo corpus",
-    "convtasnet": "not tuned",
-}
-# Custom fine-tuning YAMLs (``<model>-tiny<method>-finetune.yaml`` in the custom-tiny folder):
-# the architecture of the demo model (tools/run_demo.py), a tenth of its peak rate and a
-# short budget; every other YAML fine-tunes too with --init_from (and --lr, --freeze_encoder)
-FINETUNE = [("dprnn", "-noise")]
-FINETUNE_LR_FACTOR = 0.1
-FINETUNE_STEPS = 400
-FULL_N = {"sepformer": 256, "dprnn": 256, "convtasnet": 512}
-TINY_ENHANCER = {
-    "sepformer": dict(N_encoder_out=64, num_layers=1, num_blocks=1, nhead=4, d_ffn=128, K=100),
-    "dprnn": dict(N_encoder_out=64, hidden_channels=32, num_blocks=1, K=100),
-}
-
 # ----------------------------------------------------------------------------- methods
-# noise: NASS noise output; nce: PatchNCE; front: unified SE front-end; gm: gradient modulation
+# blocks: hparams/blocks/methods/*.yaml, applied in this order; split: the key of the
+# paper's training split (LIBRIMIX_TRAIN_SPLITS)
 METHODS = {
-    "": dict(noise=False, nce=False, front=False, gm=False, title="baseline (speakers only)"),
-    "-noise": dict(noise=True, nce=False, front=False, gm=False, title="noise as an extra output (NASS, no PatchNCE)"),
-    "-nass": dict(noise=True, nce=True, front=False, gm=False, title="NASS: noise output + PatchNCE"),
-    "-unified": dict(noise=False, nce=False, front=True, gm=False, title="unified SE+SS (no gradient modulation)"),
-    "-unified-gm": dict(noise=False, nce=False, front=True, gm=True, title="unified SE+SS with gradient modulation"),
+    "": dict(blocks=[], split="speakers", title="baseline (speakers only)"),
+    "-noise": dict(blocks=["noise"], split="nass", title="noise as an extra output (NASS, no PatchNCE)"),
+    "-nass": dict(blocks=["noise", "patch-nce"], split="nass", title="NASS: noise output + PatchNCE"),
+    "-unified": dict(blocks=["unified"], split="unified", title="unified SE+SS (no gradient modulation)"),
+    "-unified-gm": dict(blocks=["unified", "gm"], split="unified", title="unified SE+SS with gradient modulation"),
     "-nass-unified-gm": dict(
-        noise=True, nce=True, front=True, gm=True, title="NASS (noise output + PatchNCE) + unified SE+SS with GM"
+        blocks=["noise", "patch-nce", "unified", "unified-noise", "gm"],
+        split="nass",
+        title="NASS (noise output + PatchNCE) + unified SE+SS with GM",
     ),
 }
 MODEL_METHODS = {
@@ -131,6 +112,16 @@ MODEL_METHODS = {
     "dprnn": list(METHODS),
     "convtasnet": ["", "-noise"],
 }
+
+# Custom fine-tuning YAMLs (``<model>-tiny<method>-finetune.yaml`` in the custom-tiny folder):
+# the architecture of the demo model (tools/run_demo.py) plus hparams/blocks/finetune.yaml (a
+# tenth of its peak rate, a short budget); every other YAML fine-tunes too with --init_from
+FINETUNE = [("dprnn", "-noise")]
+FINETUNE_LR_FACTOR = 0.1
+FINETUNE_NOTES = (
+    "# Fine-tuning: --init_from=<trained model or training folder> (matching weights are copied,\n"
+    "# the rest is reported by name; fresh optimiser and schedule; resume works as usual)\n"
+)
 
 
 # ----------------------------------------------------------------------------- fragments
@@ -144,8 +135,6 @@ def read_fragment(name):
     top-level scalar keys (``num_masks`` left out: the recipe defines it); ``objects``:
     ``[(key, [lines])]`` of the top-level objects (tag line and indented body).
     """
-    import re
-
     header, sizes, objects = [], [], []
     lines = open(os.path.join(ROOT, "hparams", "models", name), encoding="utf-8").read().splitlines()
     for line in lines:
@@ -168,7 +157,7 @@ def read_fragment(name):
     return header, sizes, objects
 
 
-def inline_fragment(name, mapping, values, prefix="", shared=()):
+def inline_fragment(name, mapping, prefix="", shared=()):
     """Recipe lines for a fragment: its sizes as top-level keys, its objects under ``mapping:``.
 
     Parameters
@@ -176,16 +165,13 @@ def inline_fragment(name, mapping, values, prefix="", shared=()):
     name : str
         Fragment file in ``hparams/models/``.
     mapping : str
-        The recipe key holding the objects (``model``, ``enhancer_model``).
-    values : dict
-        Sizes that differ from the fragment's defaults (the TINY tables).
+        The recipe key holding the objects (``model``, ``enhancer_model``). The TINY sizes
+        are blocks of ``hparams/blocks/sizes/`` that replace the size keys afterwards.
     prefix : str
         Prepended to the size keys (``enhancer_``), except those in ``shared``.
     shared : sequence of str
         Size keys defined elsewhere in the recipe (``N_encoder_out`` of the enhancer).
     """
-    import re
-
     header, sizes, objects = read_fragment(name)
     out = [f"# architecture copied from hparams/models/{name} by tools/make_recipe_hparams.py:"]
     out += header
@@ -193,7 +179,7 @@ def inline_fragment(name, mapping, values, prefix="", shared=()):
     for key, value, comment in sizes:
         if key in shared:
             continue
-        line = f"{names[key]}: {values.get(key, value)}"
+        line = f"{names[key]}: {value}"
         out.append(f"{line.ljust(33)} {comment}".rstrip() if comment else line)
     obj_names = {key for key, _ in objects}
 
@@ -210,261 +196,371 @@ def inline_fragment(name, mapping, values, prefix="", shared=()):
     return out
 
 
-def loss_term_lines(m):
-    """The ``backward`` rule and the ``loss_terms`` list of a method (:mod:`nass.losses.terms`);
-    the weights are the method keys written above (``noise_loss_weight``, ``lambda_nce``,
-    ``se_loss_weight``), so ``--key=value`` overrides keep working."""
-    out = ["# ---- loss: the terms the Brain sums (nass.losses.terms), in order; weights from the keys above"]
-    rule = "gradient_modulation" if m["gm"] else "plain"
-    out.append(f"backward: {rule}".ljust(33) + " # plain | gradient_modulation (GM paper: g_SE projected when it conflicts with g_SS)")
-    out.append("loss_terms:")
-    out.append("    - !new:nass.losses.terms.SpeakerPIT   # speakers, PIT negative SI-SNR")
-    if m["noise"]:
-        out.append("    - !new:nass.losses.terms.NoiseSISNR   # NASS noise output, negative SI-SNR")
-        out.append("        weight: !ref <noise_loss_weight>")
-    if m["nce"]:
-        out.append("    - !new:nass.losses.terms.PatchNCE     # NASS contrastive term (training only)")
-        out.append("        weight: !ref <lambda_nce>")
-        out.append("        sampler: !ref <patch_sampler>")
-        out.append("        criterion: !ref <patch_nce>")
-    if m["front"]:
-        out.append("    - !new:nass.losses.terms.Enhancement  # unified SE+SS: enhanced_w vs Encoder(mix_clean)")
-        out.append("        weight: !ref <se_loss_weight>")
-        out.append("        loss_type: !ref <se_loss_type>")
-    return out
+# ----------------------------------------------------------------------------- composition
+SECTION = re.compile(r"^# ---- ([\w-]+)")
+KEY = re.compile(r"^\s*(\w+):(?:\s|$)")
 
 
-def render(ds_key, model, method, finetune=False):
+def _indent(line):
+    return len(line) - len(line.lstrip(" "))
+
+
+class Entry:
+    """One key (or list item) of a YAML level: its leading comment lines, its line and body."""
+
+    def __init__(self, lead, head):
+        self.lead, self.head, self.body = lead, head, []
+
+    @property
+    def key(self):
+        m = KEY.match(self.head)
+        return m.group(1) if m else None  # a list item ("- ...") has no key
+
+    @property
+    def value(self):
+        """The text after ``key:`` without its comment (the tag of a mapping)."""
+        return self.head.split(":", 1)[1].split(" #", 1)[0].strip() if self.key else None
+
+    def lines(self):
+        return self.lead + [self.head] + self.body
+
+
+class Section:
+    """A ``# ---- <name> ...`` line of the top level (with the blank lines above it)."""
+
+    def __init__(self, lead, head):
+        self.lead, self.head = lead, head
+        self.name = SECTION.match(head).group(1)
+
+    def lines(self):
+        return self.lead + [self.head]
+
+
+def parse(lines, top):
+    """``(items, trail)`` of one YAML level: entries (and, at the top, sections) in order;
+    ``trail``: the comment / blank lines after the last entry. Comment lines belong to the
+    entry below them, unless they are indented under the line just above (a continued
+    comment)."""
+    items, pending, level = [], [], None
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            pending.append(line)
+            continue
+        last = items[-1] if items and isinstance(items[-1], Entry) else None
+        if stripped.startswith("#"):
+            if top and SECTION.match(line):
+                items.append(Section(pending, line))
+                pending = []
+            elif last is not None and not pending and _indent(line) > _indent(last.head):
+                last.body.append(line)
+            else:
+                pending.append(line)
+            continue
+        if level is None:
+            level = _indent(line)
+        if _indent(line) > level:
+            if last is None:
+                raise ValueError(f"indented line without a key above it: {line!r}")
+            last.body += pending + [line]
+            pending = []
+            continue
+        items.append(Entry(pending, line))
+        pending = []
+    return items, pending
+
+
+def render(items, trail=()):
+    return [line for item in items for line in item.lines()] + list(trail)
+
+
+def _find(items, key):
+    for item in items:
+        if isinstance(item, Entry) and item.key is not None and item.key == key:
+            return item
+    return None
+
+
+def _section_end(items, name):
+    """Index after the last item of section ``name`` (where a new key of it goes)."""
+    start = next(i for i, item in enumerate(items) if isinstance(item, Section) and item.name == name)
+    for i in range(start + 1, len(items)):
+        if isinstance(items[i], Section):
+            return i
+    return len(items)
+
+
+def merge(items, overlay, top, where):
+    """Apply one level of a block (``overlay``) to the recipe's ``items``, in place.
+
+    A key that exists is replaced where it is (its comment lines are kept unless the block
+    writes its own, and so is its comment on the key line). When both are mappings or lists
+    under the same tag (``separator: !new:...MaskingSeparator``, ``loss_terms:``), they are
+    merged level by level instead, and a list gets the block's items appended. A new key
+    goes after the block's previous key, else at the end of the block's current
+    ``# ---- <section>``; a section the recipe lacks is added after the block's previous one.
+
+    Parameters
+    ----------
+    items : list
+        :func:`parse` items of the recipe so far (changed in place).
+    overlay : list
+        :func:`parse` items of the block.
+    top : bool
+        True at the top level (where sections exist and every key needs one).
+    where : str
+        The block's name, for error messages.
+
+    Raises
+    ------
+    ValueError
+        A top-level key of the block stands before any ``# ---- <section>`` line.
+
+    Example
+    -------
+    >>> recipe, _ = parse(["# ---- method", "noise_target: none", "num_masks: 2",
+    ...                    "# ---- loss", "loss_terms:", "    - !new:SpeakerPIT"], top=True)
+    >>> block, _ = parse(["# ---- method", "noise_target: extra_output", "noise_weight: 0.5",
+    ...                   "# ---- loss", "loss_terms:", "    - !new:NoiseSISNR"], top=True)
+    >>> merge(recipe, block, top=True, where="example")
+    >>> print("\\n".join(render(recipe)))
+    # ---- method
+    noise_target: extra_output
+    noise_weight: 0.5
+    num_masks: 2
+    # ---- loss
+    loss_terms:
+        - !new:SpeakerPIT
+        - !new:NoiseSISNR
+    """
+    section, cursor = None, None
+    for entry in overlay:
+        if isinstance(entry, Section):
+            names = [item.name for item in items if isinstance(item, Section)]
+            if entry.name not in names:
+                pos = _section_end(items, section) if section else len(items)
+                items.insert(pos, Section([""], entry.head))
+            elif entry.head.strip() != f"# ---- {entry.name}":
+                next(i for i in items if isinstance(i, Section) and i.name == entry.name).head = entry.head
+            section, cursor = entry.name, None
+            continue
+        if top and section is None:
+            raise ValueError(f"{where}: {entry.head.strip()!r} comes before any '# ---- <section>' line")
+        has_lead = any(line.strip() for line in entry.lead)
+        old = _find(items, entry.key) if entry.key is not None else None
+        if old is not None:
+            if entry.body and old.body and entry.value == old.value:
+                sub, sub_trail = parse(old.body, top=False)
+                merge(sub, parse(entry.body, top=False)[0], top=False, where=where)
+                old.body = render(sub, sub_trail)
+            else:
+                old.head, old.body = entry.head, entry.body
+            if has_lead:
+                old.lead = entry.lead
+            if " #" in entry.head:  # the block's comment on the key line wins
+                old.head = entry.head
+            cursor = old
+            continue
+        if cursor is not None:
+            pos = items.index(cursor) + 1
+        else:
+            pos = _section_end(items, section) if top else len(items)
+        items.insert(pos, entry)
+        cursor = entry
+
+
+def read_block(name):
+    with open(os.path.join(BLOCKS, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def block_value(name, key):
+    """The value written for top-level ``key`` in block ``name`` (to compute comments from)."""
+    m = re.search(rf"^{key}:\s*([^#\n]*?)\s*(#|$)", read_block(name), re.M)
+    if m is None:
+        raise ValueError(f"hparams/blocks/{name} has no top-level {key!r}")
+    return m.group(1)
+
+
+def compose(base, blocks, variables):
+    """The text of one recipe: block ``base`` with ``blocks`` applied in order (:func:`merge`).
+
+    Parameters
+    ----------
+    base : str
+        The skeleton, a path under ``hparams/blocks/`` (``separation.yaml``, ``correction.yaml``).
+    blocks : list of str
+        Paths under ``hparams/blocks/`` (``methods/noise.yaml``, ``data/wham.yaml``, ...).
+    variables : dict
+        Values of the ``${name}`` placeholders of every block (``string.Template``).
+
+    Returns
+    -------
+    str
+        The recipe YAML text, ending with one newline.
+
+    Raises
+    ------
+    ValueError
+        A placeholder without a value, two sections of ``base`` with one name, or a
+        block's key outside any section (both name the block).
+
+    Example
+    -------
+    >>> text = compose("separation.yaml", ["methods/gm.yaml"], dict(
+    ...     name="x", blocks="", model_title="", method_title="", data_title="", notes="", model=""))
+    >>> [line for line in text.splitlines() if line.startswith("backward:")]
+    ['backward: gradient_modulation     # plain | gradient_modulation (GM paper: g_SE projected when it conflicts with g_SS)']
+    """
+
+    def fill(name):
+        try:
+            return string.Template(read_block(name)).substitute(variables)
+        except KeyError as e:
+            raise ValueError(f"hparams/blocks/{name}: no value for ${{{e.args[0]}}}") from None
+
+    items, trail = parse(fill(base).splitlines(), top=True)
+    names = [item.name for item in items if isinstance(item, Section)]
+    if len(names) != len(set(names)):
+        raise ValueError(f"hparams/blocks/{base}: two '# ---- <section>' lines share a first word: {names}")
+    for name in blocks:
+        merge(items, parse(fill(name).splitlines(), top=True)[0], top=True, where=f"hparams/blocks/{name}")
+    return "\n".join(render(items, trail)).rstrip("\n") + "\n"
+
+
+def _blocks_line(base, blocks, extra=()):
+    names = [base] + list(blocks)
+    return "hparams/blocks/{" + ", ".join(n[:-5] for n in names) + "}.yaml" + "".join(f" + {e}" for e in extra)
+
+
+# ----------------------------------------------------------------------------- separation
+def render_separation(ds_key, model, method, finetune=False):
     ds, m = DATASETS[ds_key], METHODS[method]
-    tiny = ds.get("tiny", False)
+    sizes = ds.get("sizes", [])
+    tiny = "tiny" in sizes
+    front = "unified" in m["blocks"]
     name = f"{model}{'-tiny' if tiny else ''}{method}{'-finetune' if finetune else ''}"
-    splits = ds["nass_splits"] if m["nce"] or (m["noise"] and not m["front"]) else ds["splits"]
-    train_split, valid_split, test_split = splits
-    L = []
-    add = L.append
-    add("# " + "#" * 78)
-    add(f"# Generated by tools/make_recipe_hparams.py: edit the table there, then re-run it.")
-    add(f"# Model: {model}{' (TINY CPU size)' if tiny else ''}; method: {m['title']}")
-    add(f"# Data: {ds['title']}")
-    add("# Run:   python recipes/<Dataset>/separation/train.py <this file> --data_folder=<path>")
+    blocks = [f"methods/{b}.yaml" for b in m["blocks"]]
+    if tiny:
+        blocks += [f"sizes/{s}.yaml" for s in sizes if s == "tiny"] + [f"sizes/tiny-{model}.yaml"]
+        if front:
+            blocks.append(f"sizes/tiny-enhancer-{model}.yaml")
+        blocks += [f"sizes/{s}.yaml" for s in sizes if s != "tiny"]
+    blocks.append(f"data/{ds['data']}.yaml")
     if finetune:
-        add("# Fine-tuning: --init_from=<trained model or training folder> (matching weights are copied,")
-        add("# the rest is reported by name; fresh optimiser and schedule; resume works as usual)")
-    add("# HyperPyYAML executes the Python objects it names: only run YAML files you trust.")
-    add("# " + "#" * 78)
-    add("")
-    add("seed: 1234")
-    add("__set_seed: !apply:torch.manual_seed [!ref <seed>]")
-    add("")
-    add("# ---- data")
-    add(f"dataset: {ds['dataset']}                 # librimix | wham | custom (explicit, never guessed)")
-    add(f"data_folder: {ds['data_folder']}")
-    add("sample_rate: 8000                 # Hz; NASS / GM / GeCo papers all use 8 kHz")
-    add(f"num_spks: {ds['num_spks']}")
-    add("mode: min                         # LibriMix / WHAM! min or max")
-    add("mixture: noisy                    # noisy (mix_both) | clean (mix_clean) input")
-    if m["nce"] or (m["noise"] and not m["front"]):
-        comment = "# NASS paper: Libri2Mix train-100" if ds_key.startswith("libri") else ""
-    elif m["front"]:
-        comment = "# GM paper: Libri2Mix train-360" if ds_key.startswith("libri") else ""
-    else:
-        comment = "# SpeechBrain LibriMix recipe: train-360" if ds_key.startswith("libri") else ""
-    add(f"train_split: {train_split}          {comment}".rstrip())
-    add(f"valid_split: {valid_split}")
-    add(f"test_split: {test_split}")
-    add(f"experiment_name: {name}")
-    add(f"output_folder: !ref results/<experiment_name>/<seed>")
-    add("save_folder: !ref <output_folder>/save")
-    add("train_log: !ref <output_folder>/train_log.txt")
-    add("skip_prep: False")
-    add("")
-    add("# ---- training")
-    nass_family = m["noise"] or m["nce"]
-    S = ds["num_spks"]
-    if tiny:
-        if ds_key == "custom-tiny":
-            add("N_epochs: 1000                    # the step budget (optimizer_step_limit) ends the run, whatever the folder's size")
-        else:
-            add("N_epochs: 20")
-        add("batch_size: 4")
-        if finetune:
-            add(f"lr: {TINY_LR[model] * FINETUNE_LR_FACTOR:.4g}                        # fine-tuning: a tenth of the from-scratch peak ({TINY_LR[model]})")
-        else:
-            add(f"lr: {TINY_LR[model]}                         # peak of the warm-up + linear decay below ({TINY_LR_NOTE[model]})")
-        add("training_signal_len: 24000        # samples: 3 s random crops")
-        add("valid_signal_len: 0               # whole utterances")
-        add("valid_max_utterances: 100         # validate on 100 dev mixtures spread over the split (null: all)")
-        steps = FINETUNE_STEPS if finetune else TINY_STEPS
-        add(f"optimizer_step_limit: {steps}         # the budget; the schedule decays to 0 here (--optimizer_step_limit=N moves both)")
-    else:
-        if m["front"]:
-            add("N_epochs: 120                     # GM paper and reference yaml: 120 epochs")
-        else:
-            add("N_epochs: 200                     # NASS paper: 200 epochs")
-        add("batch_size: 1                     # both papers")
-        add("lr: 0.00015                       # Adam 1.5e-4 (SepFormer, NASS, GM papers)")
-        if m["front"]:
-            add("training_signal_len: 0           # GM paper: full utterances")
-        else:
-            add("training_signal_len: 32000       # samples: 4 s random crops at 8 kHz (NASS paper)")
-        add("valid_signal_len: 0")
-        add("valid_max_utterances: null        # validate on every dev mixture (the papers)")
-    add("max_grad_norm: 5                  # gradient clipping (SpeechBrain SepFormer recipe)")
+        blocks.append("finetune.yaml")
+    num_spks = int(block_value(f"data/{ds['data']}.yaml", "num_spks"))
+    fragment = MODELS[model]
+    variables = dict(
+        name=name,
+        blocks=_blocks_line("separation.yaml", blocks, [f"hparams/models/{fragment['fragment']}"]),
+        model_title=f"{model}{' (TINY CPU size)' if tiny else ''}",
+        method_title=m["title"],
+        data_title=ds["title"],
+        notes=FINETUNE_NOTES if finetune else "",
+        model="\n".join(inline_fragment(fragment["fragment"], "model")),
+        enhancer="\n".join(
+            inline_fragment(fragment["enhancer"], "enhancer_model", prefix="enhancer_", shared=("N_encoder_out",))
+        )
+        if fragment["enhancer"]
+        else "",
+        train_split=ds.get("train_splits", {}).get(m["split"], ""),
+        noise_loss_weight=f"{1 / num_spks:.4g}",
+        lambda_nce=f"{2.0 * (num_spks + 1) / num_spks:.4g}",
+    )
     if finetune:
-        add("init_from: !PLACEHOLDER           # trained model or training folder (e.g. results/demo)")
-        add("freeze_encoder: False             # True: keep the pretrained encoder fixed")
-    else:
-        add("init_from: null                   # fine-tune: a trained model or training folder; matching weights start the run")
-        add("freeze_encoder: False             # True: the encoder's weights stay fixed (fine-tuning)")
-    add("tensorboard: False                # True: event files in <output_folder>/tensorboard (pip install 'nass[tensorboard]')")
-    add("plot_training_curves: True        # <output_folder>/training_curves.png from train_log.jsonl at every validation")
-    if tiny:
-        add("precision: auto                   # auto: bf16 on CPUs with AVX512-BF16/AMX and bf16 GPUs, else fp32 (logged)")
-    else:
-        add("precision: fp32                   # fp32 | fp16 | bf16 | auto (GM paper: fp32)")
-    add("nonfinite_patience: 3             # batches with NaN/Inf loss skipped per epoch before stopping")
-    add("ckpt_interval_minutes: 0          # > 0 also saves mid-epoch checkpoints")
-    add(f"log_interval_steps: {50 if tiny else 500}            # running loss terms to train_log.jsonl every N optimiser steps (0: off)")
-    add("threshold_byloss: True            # drop utterances already better than `threshold` dB")
-    add("threshold: -30")
-    add("dynamic_mixing: False             # LibriMix-style on-the-fly remixing of the training set")
-    add("noprogressbar: False")
-    add("eval_num_workers: 2               # processes for mir_eval SDR at test time")
-    add("eval_pesq_estoi: False")
-    if tiny:
-        add("eval_sdr_backend: fast_bss_eval   # same SDR as mir_eval (tested), several times faster")
-    else:
-        add("eval_sdr_backend: mir_eval        # the papers' SDR; fast_bss_eval gives the same values faster")
-    add("n_audio_to_save: 5                # separated test examples written as WAV")
-    add("eval_folder: !ref <output_folder>/test   # per-utterance test metrics, means and separated examples")
-    add("")
-    add("# Speed perturbation of every source, each its own speed (resampling: pitch and")
-    add("# formants move with the speed). [95, 100, 105] is SpeechBrain's SepFormer recipe; a wider set,")
-    add("# e.g. --speed_perturb_speeds=[85,90,95,100,105,110,115], makes on-the-fly pseudo-speakers")
-    add("# (one reader -> several apparent voices; docs/demo_corpus.md). --speed_perturb=null: off.")
-    add("speed_perturb_speeds: [95, 100, 105]   # percent")
-    add("speed_perturb_noise: False        # references perturb the sources only; True: the noise too (our option)")
-    add("speed_perturb: !new:speechbrain.augment.time_domain.SpeedPerturb")
-    add("    orig_freq: !ref <sample_rate>")
-    add("    speeds: !ref <speed_perturb_speeds>")
-    add("")
-    add("# ---- method")
-    add(f"noise_target: {'extra_output' if m['noise'] else 'none'}             # none | extra_output (NASS noise output)")
-    if nass_family:
-        # the NASS reference averages PIT over speakers + noise: relative to the speakers'
-        # mean the noise weighs 1/num_spks and PatchNCE lambda_NCE * (S + 1) / S
-        add(f"noise_loss_weight: !ref 1 / <num_spks>   # = {1 / S:.4g}; NASS reference: PIT mean over speakers + noise")
-    else:
-        add("noise_loss_weight: 1.0           # weight of the noise estimate's negative SI-SNR (unused: no noise output)")
-    if m["front"]:
-        add("se_loss_weight: 0.1              # GM paper: SE loss weight 0.1")
-        add("se_loss_type: mse                # mse (paper: sum of squares to Encoder(mix_clean)) | neg_snr (scale-invariant)")
-    if m["nce"]:
-        lam = 2.0 * (S + 1) / S
-        add(f"lambda_nce: !ref 2 * (<num_spks> + 1) / <num_spks>   # = {lam:.4g}: paper lambda_NCE = 2 rescaled as the reference's PIT mean")
-        add("patch_layout: frame              # frame (a frame's N-vector; learns) | cell (NASS reference PatchSampleF; stays at chance)")
-        add("nce_temperature: 0.07            # NASS reference (patchnce.py)")
-        add("num_patches: 256                 # K patch positions (NASS reference)")
-        add("nce_proj_dim: 256                # projection size (NASS reference PatchSampleF)")
-    if m["front"] and m["noise"]:
-        add("noise_input: enhanced            # enhanced (noise mask on enhanced_w) | mixture (on mix_w, before the enhancer)")
-    add("num_masks: " + ("!ref <num_spks> + 1   # speakers + noise" if m["noise"] else "!ref <num_spks>"))
-    add("")
-    add("# ---- model: every size below is a top-level key (--num_layers=1, --kernel_size=8, ...)")
-    sizes = dict(TINY[model]) if tiny else {"N_encoder_out": FULL_N[model]}
-    for line in inline_fragment(MODELS[model]["fragment"], "model", sizes):
-        add(line)
-    if m["front"]:
-        esizes = {k: v for k, v in (TINY_ENHANCER[model] if tiny else {}).items() if k != "N_encoder_out"}
-        add("")
-        for line in inline_fragment(
-            MODELS[model]["enhancer"], "enhancer_model", esizes, prefix="enhancer_", shared=("N_encoder_out",)
-        ):
-            add(line)
-    add("")
-    add("separator: !new:nass.separation.MaskingSeparator")
-    add("    encoder: !ref <model[encoder]>")
-    add("    masknet: !ref <model[masknet]>")
-    add("    decoder: !ref <model[decoder]>")
-    add("    num_spks: !ref <num_spks>")
-    add("    noise_target: !ref <noise_target>")
-    if m["front"]:
-        add("    enhancer: !ref <enhancer_model[enhancer]>")
-        if m["noise"]:
-            add("    noise_input: !ref <noise_input>")
-    add("")
-    if m["nce"]:
-        add("patch_sampler: !new:nass.losses.patch_nce.PatchSampler")
-        add("    in_channels: !ref <N_encoder_out>")
-        add("    proj_dim: !ref <nce_proj_dim>")
-        add("    num_patches: !ref <num_patches>")
-        add("    patch_layout: !ref <patch_layout>")
-        add("patch_nce: !new:nass.losses.patch_nce.PatchNCELoss")
-        add("    temperature: !ref <nce_temperature>")
-        add("")
-    for line in loss_term_lines(m):
-        add(line)
-    add("")
-    add("modules:")
-    add("    separator: !ref <separator>")
-    if m["nce"]:
-        add("    patch_sampler: !ref <patch_sampler>   # trained and checkpointed, unused at inference")
-    add("")
-    add("optimizer: !name:torch.optim.Adam")
-    add("    lr: !ref <lr>")
-    add("    weight_decay: 0")
-    add("")
-    if tiny:
-        add("# short CPU budgets: linear warm-up to <lr>, then linear decay to 0 at the step budget")
-        add("# (bench/learning_curve.py, docs/results.md 'Learning curves'); updated after every step")
-        add("lr_scheduler: !new:nass.schedulers.BudgetLinearWarmupScheduler   # SpeechBrain LinearWarmupScheduler; resumes with a new budget")
-        add("    initial_value: !ref <lr>")
-        add("    num_warmup_steps: !ref <optimizer_step_limit> // 20   # 5 % of the budget")
-        add("    num_training_steps: !ref <optimizer_step_limit>")
-    else:
-        add("lr_scheduler: !new:speechbrain.nnet.schedulers.ReduceLROnPlateau  # SepFormer LibriMix recipe")
-        add("    factor: 0.5")
-        add("    patience: 2")
-        if nass_family:
-            add("    dont_halve_until_epoch: 50    # NASS reference yaml")
-        else:
-            add("    dont_halve_until_epoch: 5     # SpeechBrain LibriMix / GM reference yaml")
-    add("")
-    add("epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter")
-    add("    limit: !ref <N_epochs>")
-    add("")
-    add("dataloader_opts:")
-    add("    batch_size: !ref <batch_size>")
-    add("    num_workers: 0")
-    add("    shuffle: True")
-    add("valid_dataloader_opts:")
-    add("    batch_size: 1")
-    add("")
-    add("checkpointer: !new:nass.checkpoints.AtomicCheckpointer")
-    add("    checkpoints_dir: !ref <save_folder>")
-    add("    recoverables:")
-    add("        separator: !ref <separator>")
-    if m["nce"]:
-        add("        patch_sampler: !ref <patch_sampler>")
-    add("        lr_scheduler: !ref <lr_scheduler>")
-    add("        counter: !ref <epoch_counter>")
-    add("")
-    add("train_logger: !new:speechbrain.utils.train_logger.FileTrainLogger")
-    add("    save_file: !ref <train_log>")
-    return name, "\n".join(L) + "\n"
+        peak = float(block_value(f"sizes/tiny-{model}.yaml", "lr"))
+        variables.update(peak_lr=f"{peak:g}", finetune_lr=f"{peak * FINETUNE_LR_FACTOR:.4g}")
+    return name, compose("separation.yaml", blocks, variables)
 
 
+# ----------------------------------------------------------------------------- correction
+CORRECTION_MODES = {
+    "geco": dict(
+        title="GeCo: generative correction of a trained separator's estimates (score-based diffusion)",
+        reference_files="geco/data_module.py, geco/model.py, geco/sdes.py, geco/backbones/ncsnpp.py",
+    ),
+    "fast-geco": dict(
+        title="Fast-GeCo: GeCo fine-tuned to ONE reverse step with an SI-SNR loss",
+        reference_files="fastgeco/model.py, train-fastgeco.py",
+    ),
+}
+# path: data block, mode, TINY or not, the --data_folder of the Run example (None: the YAML's)
+CORRECTION = {}
+for _folder, _data, _tiny, _title, _example in (
+    ("recipes/LibriMix/correction/hparams", "libri2mix", False, "Libri2Mix (noisy, 8 kHz, min).", "/data/Libri2Mix"),
+    (
+        "recipes/LibriMix/correction/hparams/demo",
+        "demo",
+        True,
+        "the demo corpus (Libri2Mix-shaped), TINY CPU sizes: a smoke-scale run, not the paper's.",
+        None,
+    ),
+    (
+        "recipes/Custom/correction/hparams",
+        "custom",
+        False,
+        "a custom Libri2Mix-shaped folder (<split>/mix_both, s1, s2, noise[, mix_clean]).",
+        "/data/my_corpus",
+    ),
+    (
+        "recipes/Custom/correction/hparams/tiny",
+        "custom-tiny",
+        True,
+        "your own Libri2Mix-shaped folder (tools/create_mixtures.py --out), TINY CPU sizes (as demo/).",
+        "mycorpus/Libri2Mix",
+    ),
+):
+    for _mode in CORRECTION_MODES:
+        _name = _mode + ("-tiny" if _tiny else "")
+        CORRECTION[f"{_folder}/{_name}.yaml"] = dict(
+            data=_data, mode=_mode, tiny=_tiny, data_title=_title, data_example=_example
+        )
+
+
+def render_correction(path, data, mode, tiny, data_title, data_example):
+    """The text of one GeCo / Fast-GeCo recipe YAML (``path`` relative to the root)."""
+    name = os.path.basename(path)[: -len(".yaml")]
+    blocks = [f"methods/{mode}.yaml"]
+    if tiny:
+        blocks += ["sizes/tiny-correction.yaml", f"sizes/tiny-{mode}.yaml"]
+    blocks.append(f"data/{data}.yaml")
+    recipe = path.split("/hparams/")[0]
+    separator = f"results/sepformer{'-tiny' if tiny else ''}-noise/1234"
+    args = ([f"--data_folder={data_example}"] if data_example else []) + [f"--separator_folder={separator}"]
+    if mode == "fast-geco":
+        args.append(f"--geco_folder=results/correction/geco{'-tiny' if tiny else ''}/1234")
+        run = " (after the GeCo run):\n#   python " + f"{recipe}/train.py {path} \\\n#       " + " \\\n#       ".join(args)
+    else:
+        fast = os.path.relpath(os.path.join(os.path.dirname(path), f"fast-geco{'-tiny' if tiny else ''}.yaml"), recipe)
+        run = f":   python {recipe}/train.py {path} \\\n#            " + " ".join(args)
+        run += f"\n# Then Fast-GeCo: {fast} --geco_folder=<this run's output_folder>"
+    variables = dict(
+        name=name,
+        title=CORRECTION_MODES[mode]["title"],
+        reference_files=CORRECTION_MODES[mode]["reference_files"],
+        blocks=_blocks_line("correction.yaml", blocks),
+        data_title=data_title,
+        run=run,
+        train_split=LIBRIMIX_TRAIN_SPLITS["geco"],
+    )
+    return compose("correction.yaml", blocks, variables)
+
+
+# ----------------------------------------------------------------------------- files
 def all_files():
     """``{relative path: text}`` of every recipe YAML."""
     out = {}
     for ds_key, ds in DATASETS.items():
         for model, methods in MODEL_METHODS.items():
             for method in methods:
-                name, text = render(ds_key, model, method)
+                name, text = render_separation(ds_key, model, method)
                 out[os.path.join(ds["folder"], name + ".yaml")] = text
     for model, method in FINETUNE:
-        name, text = render("custom-tiny", model, method, finetune=True)
+        name, text = render_separation("custom-tiny", model, method, finetune=True)
         out[os.path.join(DATASETS["custom-tiny"]["folder"], name + ".yaml")] = text
+    for path, recipe in CORRECTION.items():
+        out[path] = render_correction(path, **recipe)
     return out
 
 
@@ -472,8 +568,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed file is out of date")
     args = parser.parse_args(argv)
+    files = all_files()
     stale = []
-    for rel, text in all_files().items():
+    for rel, text in files.items():
         path = os.path.join(ROOT, rel)
         current = open(path, encoding="utf-8").read() if os.path.exists(path) else None
         if current != text:
@@ -486,7 +583,7 @@ def main(argv=None):
     if args.check and stale:
         print("out of date (run python tools/make_recipe_hparams.py):\n  " + "\n  ".join(stale))
         return 1
-    print(f"{len(all_files())} files, {len(stale)} {'stale' if args.check else 'written'}")
+    print(f"{len(files)} files, {len(stale)} {'stale' if args.check else 'written'}")
     return 0
 
 
