@@ -124,6 +124,14 @@ def test_noise_term_without_noise_output_fails_naming_the_keys(tmp_path):
         check_hparams(hp)
 
 
+def test_noise_term_with_clean_input_is_refused_and_the_noisy_yaml_passes(tmp_path):
+    check_hparams(load_text(demo_text("dprnn-tiny-noise"), tmp_path))  # mixture: noisy
+    check_hparams(load_text(demo_text("dprnn-tiny"), tmp_path, mixture="clean"))  # no noise term
+    hp = load_text(demo_text("dprnn-tiny-noise"), tmp_path, mixture="clean")
+    with pytest.raises(ValueError, match=r"loss_terms\[1\] \(noise_si_snr\) estimates the noise, but mixture: clean.*noise_target: none"):
+        check_hparams(hp)
+
+
 def test_patch_nce_without_sampler_fails_at_yaml_load(tmp_path):
     block = ("    - !new:nass.losses.terms.SpeakerPIT\n    - !new:nass.losses.terms.PatchNCE\n"
              "        sampler: null\n        criterion: !ref <patch_nce>\n")

@@ -455,12 +455,14 @@ def check_hparams(hparams):
     Parameters
     ----------
     hparams : dict or object
-        Its ``loss_terms``, ``separator``, ``backward`` and ``modules`` are read.
+        Its ``loss_terms``, ``separator``, ``backward`` and ``modules`` are read, and
+        ``mixture`` when present (a term that estimates the noise needs ``mixture: noisy``).
 
     Raises
     ------
     ValueError
-        A missing key, named with the fix; or see :func:`check_loss_terms`.
+        A missing key, named with the fix; a noise term with ``mixture: clean``; or see
+        :func:`check_loss_terms`.
 
     Example
     -------
@@ -488,3 +490,12 @@ def check_hparams(hparams):
                 f"the YAML has no {key} key (e.g. {example}){hint}"
             )
     check_loss_terms(get("loss_terms"), get("separator"), get("backward"), get("modules"))
+    if get("mixture", None) == "clean":
+        for i, term in enumerate(get("loss_terms")):
+            if "batch.noise" in term.needs:
+                raise ValueError(
+                    f"loss_terms[{i}] ({term.name}) estimates the noise, but mixture: clean feeds the "
+                    "separator the noise-free mixture, so there is no noise to estimate (its loss stays "
+                    "near +30 dB and swamps the speakers' terms): use mixture: noisy, or a speakers-only "
+                    "YAML (noise_target: none, e.g. demo/dprnn-tiny.yaml) for clean input"
+                )
