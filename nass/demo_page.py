@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nass.correction.modes import CORRECTION_MODES, DEFAULT_MODE
 from nass.dataio.audio import atomic_write, read_audio, write_audio
 from nass.losses.pit import apply_perm, pit_si_snr
 from nass.losses.si_snr import si_snr
@@ -89,7 +90,7 @@ class DemoSystem:
     num_spks: int = None
 
 
-def load_system(name, model_folder, corrector_folder=None, correction_mode="fast-geco", correction_steps=30,
+def load_system(name, model_folder, corrector_folder=None, correction_mode=DEFAULT_MODE, correction_steps=30,
                 device="cpu"):
     """Load a trained separator folder (and optionally a corrector) as a :class:`DemoSystem`.
 
@@ -102,8 +103,8 @@ def load_system(name, model_folder, corrector_folder=None, correction_mode="fast
         its ``hyperparams.yaml`` is trusted code).
     corrector_folder : str, optional
         GeCo / Fast-GeCo folder (:func:`nass.correction.model.load_corrector`).
-    correction_mode : {"fast-geco", "geco"}
-        Passed to the corrector.
+    correction_mode : str
+        A key of :data:`nass.correction.modes.CORRECTION_MODES`, passed to the corrector.
     correction_steps : int
         Reverse steps for ``"geco"``.
     device : str
@@ -130,8 +131,9 @@ def load_system(name, model_folder, corrector_folder=None, correction_mode="fast
     """
     from nass.inference import Separator, load_separator
 
-    if correction_mode not in ("fast-geco", "geco"):
-        raise DemoPageError(f"system {name!r}: correction mode {correction_mode!r} is not known; use fast-geco or geco.")
+    if correction_mode not in CORRECTION_MODES:
+        raise DemoPageError(f"system {name!r}: correction mode {correction_mode!r} is not known; "
+                            f"use one of {', '.join(CORRECTION_MODES)}.")
     model, hparams = load_separator(model_folder, device=device)
     corrector = None
     if corrector_folder is not None:
@@ -784,7 +786,7 @@ def build_parser():
     p.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                    help="trained separator folder; repeat for several systems")
     p.add_argument("--corrector", action="append", default=[], metavar="NAME=SEP:CORR:MODE",
-                   help="separator folder + GeCo corrector folder + mode (fast-geco|geco)")
+                   help="separator folder + GeCo corrector folder + mode (" + "|".join(CORRECTION_MODES) + ")")
     p.add_argument("--num_examples", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/demo")
@@ -816,14 +818,15 @@ def main(argv=None):
             name, value = _name_value(c, "--corrector")
             parts = value.rsplit(":", 2)
             if len(parts) != 3:
-                raise DemoPageError(f"--corrector {c!r}: expected NAME=<separator folder>:<corrector folder>:<fast-geco|geco>.")
+                raise DemoPageError(f"--corrector {c!r}: expected NAME=<separator folder>:<corrector folder>:"
+                                    f"<{'|'.join(CORRECTION_MODES)}>.")
             specs.append((name, parts[0], parts[1], parts[2]))
         if args.manifest:
             num_spks = num_spks_of_manifest(args.manifest)
             manifest = args.manifest
         systems = []
         for name, folder, corr, mode in specs:
-            systems.append(load_system(name, folder, corr, mode or "fast-geco", args.correction_steps, args.device))
+            systems.append(load_system(name, folder, corr, mode or DEFAULT_MODE, args.correction_steps, args.device))
         if not args.manifest:
             rate = args.sample_rate or systems[0].separator.sample_rate
             num_spks = int(systems[0].num_spks or 2)

@@ -17,6 +17,7 @@ import os
 import numpy as np
 import torch
 
+from nass.correction.modes import DEFAULT_MODE, get_mode
 from nass.dataio.audio import read_audio, write_audio
 from nass.dataio.paths import path_inside, safe_name  # noqa: F401 (also imported from here)
 from nass.losses.pit import apply_perm, pit_si_snr
@@ -354,7 +355,7 @@ def evaluate_with_correction(
     manifest_csv,
     out_dir,
     corrector=None,
-    correction_mode="fast-geco",
+    correction_mode=DEFAULT_MODE,
     correction_steps=30,
     device="cpu",
     chunk_seconds=0.0,
@@ -384,7 +385,8 @@ def evaluate_with_correction(
     corrector : nass.correction.GeCoModel, optional
         Without it only the separator is scored.
     correction_mode : str or sequence of str
-        ``"fast-geco"``, ``"geco"`` or both (one table each).
+        Keys of :data:`nass.correction.modes.CORRECTION_MODES`: ``"fast-geco"``, ``"geco"``
+        or both (one table each).
     correction_steps : int
         GeCo reverse steps (reference: 30).
     device : str
@@ -415,6 +417,7 @@ def evaluate_with_correction(
     from nass.inference import Separator
 
     modes = [correction_mode] if isinstance(correction_mode, str) else list(correction_mode)
+    modes = [get_mode(mode, "correction_mode").name for mode in modes]  # unknown: fails before any scoring
     common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
                   save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances,
                   sdr_backend=sdr_backend, overwrite=overwrite)
@@ -426,7 +429,7 @@ def evaluate_with_correction(
         corrected = Separator(model, sample_rate, chunk_seconds=chunk_seconds, device=device, corrector=corrector,
                               correction_mode=mode, correction_steps=correction_steps)
         torch.manual_seed(seed)
-        print(f"after {mode} correction" + (f" (N={correction_steps})" if mode == "geco" else " (one step)"))
+        print(get_mode(mode).label(correction_steps))
         results[mode] = evaluate_manifest(
             corrected.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{mode}.csv",
             examples_name=f"examples_{mode}", **common,

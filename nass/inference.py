@@ -54,6 +54,7 @@ import warnings
 import numpy as np
 import torch
 
+from nass.correction.modes import DEFAULT_MODE, get_mode
 from nass.dataio.audio import AudioError, read_audio, resample
 from nass.separation import fit_length
 
@@ -462,12 +463,13 @@ class Separator:
         order is matched on it, so ``0`` disables the matching.
     device : str
         Device the model runs on.
-    corrector : object, optional
+    corrector : nass.correction.modes.Corrector, optional
         Generative corrector (GeCo / Fast-GeCo) with
-        ``correct(y_wave [B, T], m_wave [B, T], mode, num_steps) -> [B, T]``; applied to
-        every separated speaker of every chunk.
+        ``correct(y_wave [B, T], m_wave [B, T], mode, num_steps) -> [B, T]`` (the corrector
+        contract); applied to every separated speaker of every chunk.
     correction_mode : str
-        Passed to ``corrector.correct`` (``"fast-geco"`` or ``"geco"``).
+        Passed to ``corrector.correct``: a key of :data:`nass.correction.modes.CORRECTION_MODES`
+        (``"fast-geco"`` or ``"geco"``); checked here when a corrector is given.
     correction_steps : int
         Reverse-diffusion steps passed to ``corrector.correct``.
 
@@ -475,7 +477,8 @@ class Separator:
     ------
     ValueError
         Non-positive rate; ``chunk_seconds`` / ``overlap_seconds`` negative, NaN or
-        infinite; an overlap not shorter than the chunk.
+        infinite; an overlap not shorter than the chunk; with a corrector, an unknown
+        ``correction_mode`` (:class:`nass.correction.modes.UnknownCorrectionMode`).
     ModelOutputError
         (when separating) the model returned NaN / Inf for a finite input.
 
@@ -501,7 +504,7 @@ class Separator:
         overlap_seconds=1.0,
         device="cpu",
         corrector=None,
-        correction_mode="fast-geco",
+        correction_mode=DEFAULT_MODE,
         correction_steps=30,
     ):
         if not sample_rate or int(sample_rate) <= 0:
@@ -524,7 +527,8 @@ class Separator:
             )
         self.min_samples = max(int(MIN_SECONDS * self.sample_rate), 1)
         self.corrector = corrector
-        self.correction_mode = correction_mode
+        self.correction_mode = get_mode(correction_mode, "Separator: correction_mode").name if corrector is not None \
+            else correction_mode
         self.correction_steps = int(correction_steps)
 
     @classmethod

@@ -755,7 +755,7 @@ def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, cor
     corrector : nass.correction.GeCoModel
         The trained (exported) corrector.
     modes : list of str
-        ``fast-geco`` and / or ``geco``.
+        Keys of :data:`nass.correction.modes.CORRECTION_MODES` (``fast-geco`` and / or ``geco``).
     initial : nass.correction.GeCoModel, optional
         The corrector before training (the GeCo init for Fast-GeCo).
     correction_steps, device, num_workers, save_examples, pesq_estoi, max_utterances, seed
@@ -766,16 +766,18 @@ def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, cor
     dict
         ``{"separator": means, "init-one-step": means, "<mode>": means, "summary": rows}``.
     """
+    from nass.correction.modes import DEFAULT_MODE, get_mode
     from nass.correction.report import IDENTITY, correction_summary
     from nass.evaluation import evaluate_manifest
     from nass.inference import Separator
 
+    modes = [get_mode(mode, "eval_correction_modes").name for mode in modes]  # unknown: fails before any scoring
     common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
                   save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances)
     print(f"{IDENTITY}: the separator alone")
     plain = Separator(model, sample_rate, chunk_seconds=0, device=device)
     results = {"separator": evaluate_manifest(plain.separate_batch, manifest_csv, out_dir, **common)}
-    runs = ([(INITIAL_ONE_STEP, initial, "fast-geco")] if initial is not None else []) + [
+    runs = ([(INITIAL_ONE_STEP, initial, DEFAULT_MODE)] if initial is not None else []) + [
         (mode, corrector, mode) for mode in modes]
     tables = {}
     for name, corr, mode in runs:
@@ -783,7 +785,7 @@ def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, cor
                         correction_mode=mode, correction_steps=correction_steps)
         torch.manual_seed(seed)
         label = ("one step of the corrector before training (fine-tuning)" if name == INITIAL_ONE_STEP
-                 else f"after {mode} correction" + (f" (N={correction_steps})" if mode == "geco" else " (one step)"))
+                 else get_mode(mode).label(correction_steps))
         print(label)
         results[name] = evaluate_manifest(sep.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{name}.csv",
                                           examples_name=f"examples_{name}", **common)
