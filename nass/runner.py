@@ -378,7 +378,7 @@ def evaluate_best(brain, hparams, manifests):
 
     if brain.checkpointer is not None:
         brain.checkpointer.recover_if_possible(max_key="si-snr")
-    separator = brain._separator()
+    separator = brain.separator()
     separator.eval()
 
     def separate(mix):
@@ -538,12 +538,18 @@ def freeze_encoder(separator):
 
     Parameters
     ----------
-    separator : nass.separation.MaskingSeparator
+    separator : nass.separation.SeparationModel
+        Its ``encoder_parameters()`` are frozen.
 
     Returns
     -------
     int
         Number of frozen parameters.
+
+    Raises
+    ------
+    ValueError
+        The separator has no encoder parameters (nothing would be frozen).
 
     Example
     -------
@@ -551,11 +557,19 @@ def freeze_encoder(separator):
     >>> class S(torch.nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
-    ...         self.encoder = torch.nn.Linear(2, 2)
-    >>> freeze_encoder(S())
-    2
+    ...         self.front = torch.nn.Linear(2, 2)
+    ...     def encoder_parameters(self):
+    ...         return list(self.front.parameters())
+    >>> s = S()
+    >>> freeze_encoder(s), s.front.weight.requires_grad
+    (2, False)
     """
-    params = list(separator.encoder.parameters())
+    params = list(separator.encoder_parameters())
+    if not params:
+        raise ValueError(
+            f"freeze_encoder: True, but the separator ({type(separator).__name__}) has no encoder parameters "
+            "(encoder_parameters() is empty): set freeze_encoder: False"
+        )
     for p in params:
         p.requires_grad_(False)
     return len(params)
