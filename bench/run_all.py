@@ -94,7 +94,7 @@ def corpus_recipe(data_folder):
 
     ``tools/build_demo_corpus.py`` writes ``corpus_stats.json`` next to the
     ``Libri2Mix`` folder; its ``options.recipe_version`` changes whenever the same
-    options give different audio (``nass.dataio.demo_corpus.RECIPE_VERSION``).
+    options give different audio (``nass_demo.corpus.RECIPE_VERSION``).
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ def corpus_recipe(data_folder):
     -------
     Exercised in ``tests/test_bench_smoke.py`` (``test_results_files_are_well_formed``).
     """
-    from nass.dataio.demo_corpus import STATS_FILE
+    from nass_demo.corpus import STATS_FILE
 
     path = os.path.join(os.path.dirname(os.path.abspath(data_folder)), STATS_FILE)
     try:
