@@ -125,17 +125,14 @@ def corpus_recipe(data_folder):
 
 
 def read_means(csv_path):
-    """Mean row of a ``test_metrics.csv`` as ``{metric: float}`` (``nan`` kept) and the utterance count."""
-    means, count = None, 0
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["ID"] == "mean":
-                means = {k: _float(v) for k, v in row.items() if k != "ID"}
-            else:
-                count += 1
-    if means is None:
-        raise ValueError(f"{csv_path}: no 'mean' row; the evaluation did not finish. Delete the run folder and re-run.")
-    return means, count
+    """Mean row of a ``test_metrics.csv`` as ``{metric: float}`` (``nan`` kept) and the utterance count
+    (:func:`nass.evaluation.read_mean_row`)."""
+    from nass.evaluation import MissingMeanRow, read_mean_row
+
+    try:
+        return read_mean_row(csv_path)
+    except MissingMeanRow as exc:
+        raise ValueError(f"{exc}. Delete the run folder and re-run.") from None
 
 
 def _float(value):

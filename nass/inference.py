@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from nass.correction.modes import DEFAULT_MODE, get_mode
-from nass.dataio.audio import AudioError, read_audio, resample
+from nass.dataio.audio import AudioError, limit_peak, read_audio, resample
 from nass.separation import fit_length
 
 logger = logging.getLogger(__name__)
@@ -710,11 +710,6 @@ class Separator:
         return est, noise
 
 
-def _peak_safe(wav):
-    """Scale a waveform down to a 0.99 peak when it would clip in 16-bit PCM."""
-    peak = float(wav.abs().max()) if wav.numel() else 0.0
-    return wav * (0.99 / peak) if peak > 1.0 else wav
-
 
 def output_names(separator):
     """File names :func:`separate_to_folder` writes for this separator's model.
@@ -784,7 +779,7 @@ def separate_to_folder(separator, path, out_dir, overwrite=False, stage=None):
         written = []
         for name, wav in outputs:
             target = os.path.join(out_dir, name)
-            stage.write_audio(target, _peak_safe(wav), rate)
+            stage.write_audio(target, limit_peak(wav), rate)
             written.append(os.path.abspath(target))
         if own:
             stage.commit()

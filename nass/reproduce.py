@@ -526,20 +526,15 @@ def read_mean_row(path):
     >>> read_mean_row(p)
     {'si-snr_i': 1.0, 'sdr_i': 2.0}
     """
+    from nass.evaluation import MissingMeanRow, read_mean_row
+
     if not os.path.isfile(path):
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("ID") == "mean":
-                return {k: _float(v) for k, v in row.items() if k != "ID"}
-    raise ReproduceError(f"{path}: no 'mean' row (the evaluation did not finish); delete it and re-run to evaluate")
-
-
-def _float(value):
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+        return read_mean_row(path)[0]
+    except MissingMeanRow:
+        raise ReproduceError(f"{path}: no 'mean' row (the evaluation did not finish); delete it and re-run to "
+                             "evaluate") from None
 
 
 def mean_std(values):

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from nass.correction.modes import CORRECTION_MODES, DEFAULT_MODE
-from nass.dataio.audio import atomic_write, read_audio, write_audio
+from nass.dataio.audio import atomic_write, fit_samples, limit_peak, read_audio, write_audio
 from nass.losses.pit import apply_perm, pit_si_snr
 from nass.losses.si_snr import si_snr
 
@@ -436,18 +436,12 @@ def select_examples(rows, num_examples, seed=0):
     return [rows[i] for i in picked]
 
 
-def _peak_safe(x):
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    return x * (0.99 / peak) if peak > 1.0 else x
-
-
 def _db(est, ref):
     return float(si_snr(torch.as_tensor(est, dtype=torch.float32), torch.as_tensor(ref, dtype=torch.float32)))
 
 
 def _fit(x, n):
-    x = np.asarray(x, dtype=np.float32)
-    return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
+    return fit_samples(np.asarray(x, dtype=np.float32), n)
 
 
 # --------------------------------------------------------------------------- page
@@ -648,7 +642,7 @@ def make_demo_page(rows, systems, out_dir, num_examples=5, seed=0, num_spks=None
         def media(name, wav):
             rel_img, rel_wav = f"img/{stem}_{name}.png", f"audio/{stem}_{name}.wav"
             save_spectrogram(next(spec_iter), out(rel_img), vmin, vmax)
-            write_audio(out(rel_wav), _peak_safe(np.asarray(wav, dtype=np.float32)), rate)
+            write_audio(out(rel_wav), limit_peak(np.asarray(wav, dtype=np.float32)), rate)
             return rel_img, rel_wav
 
         has_noise_col = noise_ref is not None or any(nc for _, _, nc in system_cells)
