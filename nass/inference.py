@@ -527,8 +527,9 @@ class Separator:
             )
         self.min_samples = max(int(MIN_SECONDS * self.sample_rate), 1)
         self.corrector = corrector
-        self.correction_mode = get_mode(correction_mode, "Separator: correction_mode").name if corrector is not None \
-            else correction_mode
+        if corrector is not None:  # an unknown mode fails here, not at the first file
+            correction_mode = get_mode(correction_mode, "Separator: correction_mode").name
+        self.correction_mode = correction_mode
         self.correction_steps = int(correction_steps)
 
     @classmethod
@@ -708,7 +709,6 @@ class Separator:
         """
         est, noise, _ = self._separate_file(path)
         return est, noise
-
 
 
 def output_names(separator):
