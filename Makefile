@@ -17,7 +17,7 @@ demo: venv debs
 
 ## test: the whole test suite (unit, integration, recipe smoke tests, doctests)
 test: venv debs
-	$(PY) -m pytest -q tests nass --doctest-modules
+	$(PY) -m pytest -q tests nass nass_demo --doctest-modules
 
 venv: $(STAMP)
 

@@ -10,7 +10,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["nass", "nass.*"]),
+    # nass: the library; nass_demo: the demo application built on it (never imported by nass)
+    packages=find_packages(include=["nass", "nass.*", "nass_demo", "nass_demo.*"]),
+    package_data={"nass_demo": ["templates/*.html"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.11,<2.15",
@@ -28,6 +30,7 @@ setup(
         "diffusers>=0.30",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "jinja2>=3.1",  # the demo page (nass_demo.page)
     ],
     # TensorBoard logging (YAML key tensorboard: True): pip install "nass[tensorboard]"
     # ONNX export and its check in ONNX Runtime (nass-export --onnx): pip install "nass[export]"

@@ -170,7 +170,7 @@ def run_separation(name, path, precision, args, device, rank=0, distributed=Fals
         brain.step = step + 1
         losses.append(float(meter.step(lambda: brain.fit_batch(batch))))
     seconds, peak = meter.result(args.warmup)
-    params = sum(p.numel() for p in brain._separator().parameters())
+    params = sum(p.numel() for p in brain.separator().parameters())
     row = dict(config=name, precision=precision, shape=f"{hp['batch_size']} x {hp['training_signal_len'] / 8000:g} s",
                params=params, seconds=seconds, peak=peak, losses=losses,
                finite=all(map(math.isfinite, losses)) and brain.nonfinite_count == 0)

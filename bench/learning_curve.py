@@ -90,7 +90,7 @@ def train_with_snapshots(config, out, steps, every, extra, threads):
                 f.write(f"{step},{rows[-1][1]:.2f}\n")
             dest = os.path.join(snaps, f"step-{step:06d}")
             os.makedirs(dest + ".tmp", exist_ok=True)
-            torch.save(self._separator().state_dict(), os.path.join(dest + ".tmp", "separator.ckpt"))
+            torch.save(self.separator().state_dict(), os.path.join(dest + ".tmp", "separator.ckpt"))
             shutil.rmtree(dest, ignore_errors=True)
             os.replace(dest + ".tmp", dest)
             clock["pause"] += time.perf_counter() - now

@@ -30,7 +30,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from nass.evaluation import paired_delta, read_column
+from nass.evaluation import paired_delta, read_column, read_mean_row
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo")
@@ -39,11 +39,9 @@ COLUMNS = ["si-snr_i", "sdr_i", "si-snr", "sdr", "mix_si-snr", "noise_si-snr"]
 
 
 def read_means(csv_path):
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["ID"] == "mean":
-                return {k: float(v) for k, v in row.items() if k != "ID" and v not in ("", None)}
-    raise ValueError(f"{csv_path}: no mean row")
+    """The mean row of a ``test_metrics.csv`` without its empty cells (:func:`nass.evaluation.read_mean_row`)."""
+    means, _ = read_mean_row(csv_path)
+    return {k: v for k, v in means.items() if not math.isnan(v)}
 
 
 def run_dir(out_root, config, seed):

@@ -94,7 +94,7 @@ def corpus_recipe(data_folder):
 
     ``tools/build_demo_corpus.py`` writes ``corpus_stats.json`` next to the
     ``Libri2Mix`` folder; its ``options.recipe_version`` changes whenever the same
-    options give different audio (``nass.dataio.demo_corpus.RECIPE_VERSION``).
+    options give different audio (``nass_demo.corpus.RECIPE_VERSION``).
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ def corpus_recipe(data_folder):
     -------
     Exercised in ``tests/test_bench_smoke.py`` (``test_results_files_are_well_formed``).
     """
-    from nass.dataio.demo_corpus import STATS_FILE
+    from nass_demo.corpus import STATS_FILE
 
     path = os.path.join(os.path.dirname(os.path.abspath(data_folder)), STATS_FILE)
     try:
@@ -125,17 +125,14 @@ def corpus_recipe(data_folder):
 
 
 def read_means(csv_path):
-    """Mean row of a ``test_metrics.csv`` as ``{metric: float}`` (``nan`` kept) and the utterance count."""
-    means, count = None, 0
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["ID"] == "mean":
-                means = {k: _float(v) for k, v in row.items() if k != "ID"}
-            else:
-                count += 1
-    if means is None:
-        raise ValueError(f"{csv_path}: no 'mean' row; the evaluation did not finish. Delete the run folder and re-run.")
-    return means, count
+    """Mean row of a ``test_metrics.csv`` as ``{metric: float}`` (``nan`` kept) and the utterance count
+    (:func:`nass.evaluation.read_mean_row`)."""
+    from nass.evaluation import MissingMeanRow, read_mean_row
+
+    try:
+        return read_mean_row(csv_path)
+    except MissingMeanRow as exc:
+        raise ValueError(f"{exc}. Delete the run folder and re-run.") from None
 
 
 def _float(value):

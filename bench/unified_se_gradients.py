@@ -50,7 +50,7 @@ def measure(yaml_path, data_folder, se_loss_type, batches, batch_size, seed):
     brain = SeparationBrain(modules=hp["modules"], opt_class=hp["optimizer"], hparams=hp,
                             run_opts={"device": "cpu", "noprogressbar": True}, checkpointer=None)
     brain.on_fit_start()
-    sep = brain._separator()
+    sep = brain.separator()
     shared = sep.enhancement_shared_parameters()
     w = sep.encoder.conv1d.weight
     res = {"cos_se_w": [], "cos_se_ss": [], "conflict": []}

@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 
+from nass.correction.modes import DEFAULT_MODE, MODES  # the mode names only (no torch)
+
 #: Exit code for bad input (the same as argparse's usage errors).
 EXIT_BAD_INPUT = 2
 
@@ -158,7 +160,7 @@ def separate_main(argv=None):
     parser.add_argument("--chunk_seconds", type=float, default=8.0, help="chunk length for long files (s; 0 = one pass)")
     parser.add_argument("--overlap_seconds", type=float, default=1.0, help="overlap between chunks (s)")
     parser.add_argument("--corrector", default=None, help="GeCo / Fast-GeCo corrector folder or its training output folder (optional)")
-    parser.add_argument("--correction", choices=("fast-geco", "geco"), default="fast-geco", help="correction mode")
+    parser.add_argument("--correction", choices=MODES, default=DEFAULT_MODE, help="correction mode")
     parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse them)")
@@ -260,8 +262,8 @@ def evaluate_main(argv=None):
     )
     parser.add_argument("--corrector", default=None,
                         help="GeCo / Fast-GeCo corrector folder: also score the corrected estimates")
-    parser.add_argument("--correction", choices=("fast-geco", "geco"), action="append", default=None,
-                        help="correction mode (repeat for both; none given: fast-geco)")
+    parser.add_argument("--correction", choices=MODES, action="append", default=None,
+                        help=f"correction mode (repeat for several; none given: {DEFAULT_MODE})")
     parser.add_argument("--steps", type=int, default=30, help="reverse steps for --correction geco")
     parser.add_argument("--max_utterances", type=int, default=None, help="score only the first N utterances")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the correction samplers")
@@ -292,7 +294,7 @@ def evaluate_main(argv=None):
         if corrector is not None:
             evaluate_with_correction(
                 model, int(hparams["sample_rate"]), num_spks, args.manifest, args.out, corrector=corrector,
-                correction_mode=args.correction or ["fast-geco"], correction_steps=args.steps,
+                correction_mode=args.correction or [DEFAULT_MODE], correction_steps=args.steps,
                 device=args.device, chunk_seconds=args.chunk_seconds, num_workers=args.num_workers,
                 save_examples=args.save_examples, pesq_estoi=args.pesq_estoi,
                 max_utterances=args.max_utterances, seed=args.seed, sdr_backend=args.sdr_backend,

@@ -17,7 +17,8 @@ import os
 import numpy as np
 import torch
 
-from nass.dataio.audio import read_audio, write_audio
+from nass.correction.modes import DEFAULT_MODE, get_mode
+from nass.dataio.audio import limit_peak, read_audio, write_audio
 from nass.dataio.paths import path_inside, safe_name  # noqa: F401 (also imported from here)
 from nass.losses.pit import apply_perm, pit_si_snr
 from nass.metrics import BASE_METRICS, CLEAN_MIX_METRICS, NOISE_METRICS, PERCEPTUAL_METRICS, separation_metrics
@@ -102,8 +103,7 @@ def _write_examples(folder, row, mix, est, est_noise, targets, sample_rate, stag
     if est_noise is not None:
         files["noise_est.wav"] = est_noise
     for name, wav in files.items():
-        peak = float(np.abs(wav).max()) if wav.size else 0.0
-        wav = wav * (0.99 / peak) if peak > 1 else wav
+        wav = limit_peak(wav)
         if stage is None:
             write_audio(os.path.join(folder, name), wav, sample_rate)
         else:
@@ -354,7 +354,7 @@ def evaluate_with_correction(
     manifest_csv,
     out_dir,
     corrector=None,
-    correction_mode="fast-geco",
+    correction_mode=DEFAULT_MODE,
     correction_steps=30,
     device="cpu",
     chunk_seconds=0.0,
@@ -384,7 +384,8 @@ def evaluate_with_correction(
     corrector : nass.correction.GeCoModel, optional
         Without it only the separator is scored.
     correction_mode : str or sequence of str
-        ``"fast-geco"``, ``"geco"`` or both (one table each).
+        Keys of :data:`nass.correction.modes.CORRECTION_MODES`: ``"fast-geco"``, ``"geco"``
+        or both (one table each).
     correction_steps : int
         GeCo reverse steps (reference: 30).
     device : str
@@ -415,6 +416,7 @@ def evaluate_with_correction(
     from nass.inference import Separator
 
     modes = [correction_mode] if isinstance(correction_mode, str) else list(correction_mode)
+    modes = [get_mode(mode, "correction_mode").name for mode in modes]  # unknown: fails before any scoring
     common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
                   save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances,
                   sdr_backend=sdr_backend, overwrite=overwrite)
@@ -426,7 +428,7 @@ def evaluate_with_correction(
         corrected = Separator(model, sample_rate, chunk_seconds=chunk_seconds, device=device, corrector=corrector,
                               correction_mode=mode, correction_steps=correction_steps)
         torch.manual_seed(seed)
-        print(f"after {mode} correction" + (f" (N={correction_steps})" if mode == "geco" else " (one step)"))
+        print(get_mode(mode).label(correction_steps))
         results[mode] = evaluate_manifest(
             corrected.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{mode}.csv",
             examples_name=f"examples_{mode}", **common,
@@ -435,6 +437,60 @@ def evaluate_with_correction(
 
     correction_summary(out_dir, {mode: f"test_metrics_{mode}.csv" for mode in modes})
     return results
+
+
+class MissingMeanRow(ValueError):
+    """A ``test_metrics.csv`` without its ``mean`` row: the evaluation did not finish."""
+
+
+def read_mean_row(csv_path):
+    """The ``mean`` row of a ``test_metrics.csv`` and the number of utterances scored.
+
+    Parameters
+    ----------
+    csv_path : str
+        A table written by :func:`evaluate_manifest` (one row per utterance, values in dB,
+        then a row whose ``ID`` is ``mean``).
+
+    Returns
+    -------
+    tuple
+        ``(means, count)``: ``{column: float}`` of the mean row (an empty or non-numeric
+        cell is ``nan``) and the number of utterance rows.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    MissingMeanRow
+        (a ``ValueError``) no ``mean`` row: the evaluation did not finish; the message
+        names the file.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "test_metrics.csv")
+    >>> _ = open(p, "w").write("ID,si-snr_i,sdr_i\\nu1,1.0,2.0\\nu2,3.0,\\nmean,2.0,\\n")
+    >>> read_mean_row(p)
+    ({'si-snr_i': 2.0, 'sdr_i': nan}, 2)
+    """
+    means, count = None, 0
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("ID") == "mean":
+                means = {k: _float_or_nan(v) for k, v in row.items() if k != "ID"}
+            else:
+                count += 1
+    if means is None:
+        raise MissingMeanRow(f"{csv_path}: no 'mean' row; the evaluation did not finish")
+    return means, count
+
+
+def _float_or_nan(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def read_column(csv_path, column="si-snr_i"):

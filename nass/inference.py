@@ -54,7 +54,8 @@ import warnings
 import numpy as np
 import torch
 
-from nass.dataio.audio import AudioError, read_audio, resample
+from nass.correction.modes import DEFAULT_MODE, get_mode
+from nass.dataio.audio import AudioError, limit_peak, read_audio, resample
 from nass.separation import fit_length
 
 logger = logging.getLogger(__name__)
@@ -462,12 +463,13 @@ class Separator:
         order is matched on it, so ``0`` disables the matching.
     device : str
         Device the model runs on.
-    corrector : object, optional
+    corrector : nass.correction.modes.Corrector, optional
         Generative corrector (GeCo / Fast-GeCo) with
-        ``correct(y_wave [B, T], m_wave [B, T], mode, num_steps) -> [B, T]``; applied to
-        every separated speaker of every chunk.
+        ``correct(y_wave [B, T], m_wave [B, T], mode, num_steps) -> [B, T]`` (the corrector
+        contract); applied to every separated speaker of every chunk.
     correction_mode : str
-        Passed to ``corrector.correct`` (``"fast-geco"`` or ``"geco"``).
+        Passed to ``corrector.correct``: a key of :data:`nass.correction.modes.CORRECTION_MODES`
+        (``"fast-geco"`` or ``"geco"``); checked here when a corrector is given.
     correction_steps : int
         Reverse-diffusion steps passed to ``corrector.correct``.
 
@@ -475,7 +477,8 @@ class Separator:
     ------
     ValueError
         Non-positive rate; ``chunk_seconds`` / ``overlap_seconds`` negative, NaN or
-        infinite; an overlap not shorter than the chunk.
+        infinite; an overlap not shorter than the chunk; with a corrector, an unknown
+        ``correction_mode`` (:class:`nass.correction.modes.UnknownCorrectionMode`).
     ModelOutputError
         (when separating) the model returned NaN / Inf for a finite input.
 
@@ -501,7 +504,7 @@ class Separator:
         overlap_seconds=1.0,
         device="cpu",
         corrector=None,
-        correction_mode="fast-geco",
+        correction_mode=DEFAULT_MODE,
         correction_steps=30,
     ):
         if not sample_rate or int(sample_rate) <= 0:
@@ -524,6 +527,8 @@ class Separator:
             )
         self.min_samples = max(int(MIN_SECONDS * self.sample_rate), 1)
         self.corrector = corrector
+        if corrector is not None:  # an unknown mode fails here, not at the first file
+            correction_mode = get_mode(correction_mode, "Separator: correction_mode").name
         self.correction_mode = correction_mode
         self.correction_steps = int(correction_steps)
 
@@ -706,12 +711,6 @@ class Separator:
         return est, noise
 
 
-def _peak_safe(wav):
-    """Scale a waveform down to a 0.99 peak when it would clip in 16-bit PCM."""
-    peak = float(wav.abs().max()) if wav.numel() else 0.0
-    return wav * (0.99 / peak) if peak > 1.0 else wav
-
-
 def output_names(separator):
     """File names :func:`separate_to_folder` writes for this separator's model.
 
@@ -780,7 +779,7 @@ def separate_to_folder(separator, path, out_dir, overwrite=False, stage=None):
         written = []
         for name, wav in outputs:
             target = os.path.join(out_dir, name)
-            stage.write_audio(target, _peak_safe(wav), rate)
+            stage.write_audio(target, limit_peak(wav), rate)
             written.append(os.path.abspath(target))
         if own:
             stage.commit()

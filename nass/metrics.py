@@ -26,7 +26,6 @@ reference, PESQ without detectable speech) is reported as NaN with a warning nam
 utterance; means over a set ignore NaN (:func:`numpy.nanmean`).
 """
 
-import math
 import warnings
 
 import numpy as np
@@ -170,11 +169,10 @@ def _pesq_nb(ref, est, sample_rate, utt_id):
     from pesq import pesq
 
     if sample_rate not in PESQ_RATES:
-        from scipy.signal import resample_poly
+        from nass.dataio.audio import resample_polyphase
 
-        g = math.gcd(int(sample_rate), 16000)
-        ref = resample_poly(ref, 16000 // g, int(sample_rate) // g)
-        est = resample_poly(est, 16000 // g, int(sample_rate) // g)
+        ref = resample_polyphase(ref, sample_rate, 16000)
+        est = resample_polyphase(est, sample_rate, 16000)
         sample_rate = 16000
     try:
         with warnings.catch_warnings():

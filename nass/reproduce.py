@@ -290,6 +290,26 @@ def tiny_yaml(row):
     return f"recipes/LibriMix/separation/hparams/demo/{model}-tiny{'-' + method if method else ''}.yaml"
 
 
+def correction_mode_of(row):
+    """The :class:`nass.correction.modes.CorrectionMode` a correction row trains.
+
+    The correction recipes name their YAMLs after the mode (``geco.yaml``, ``fast-geco.yaml``).
+
+    Raises
+    ------
+    nass.correction.modes.UnknownCorrectionMode
+        A row whose YAML is not named after a mode.
+
+    Example
+    -------
+    >>> correction_mode_of(find_row("geco/libri2mix/sepformer+fast-geco")).title
+    'Fast-GeCo'
+    """
+    from nass.correction.modes import get_mode
+
+    return get_mode(os.path.basename(row.yaml)[: -len(".yaml")], f"{row.key}: correction YAML {row.yaml}")
+
+
 def run_name(row, tiny=False):
     """Output sub-folder of a row's run: equal for rows with the same recipe, YAML and overrides.
 
@@ -396,8 +416,8 @@ class Plan:
         yaml = tiny_yaml(row) if self.tiny else row.yaml
         if self.tiny:
             extra = list(TINY_CORRECTION if row.recipe == CORRECTION else TINY_SEPARATION)
-            if row.recipe == CORRECTION and "fast-geco" not in yaml:
-                extra.append("--valid_steps=2")
+            if row.recipe == CORRECTION and not correction_mode_of(row).loss_is_corrected_si_snr:
+                extra.append("--valid_steps=2")  # validation samples (GeCo): fewer steps
         else:
             extra = list(row.overrides)
         deps = [f"--{k}={self.run_folder(find_row(dep, rows), seed)}" for k, dep in row.depends]
@@ -506,20 +526,15 @@ def read_mean_row(path):
     >>> read_mean_row(p)
     {'si-snr_i': 1.0, 'sdr_i': 2.0}
     """
+    from nass.evaluation import MissingMeanRow, read_mean_row
+
     if not os.path.isfile(path):
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("ID") == "mean":
-                return {k: _float(v) for k, v in row.items() if k != "ID"}
-    raise ReproduceError(f"{path}: no 'mean' row (the evaluation did not finish); delete it and re-run to evaluate")
-
-
-def _float(value):
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+        return read_mean_row(path)[0]
+    except MissingMeanRow:
+        raise ReproduceError(f"{path}: no 'mean' row (the evaluation did not finish); delete it and re-run to "
+                             "evaluate") from None
 
 
 def mean_std(values):

@@ -378,7 +378,7 @@ def evaluate_best(brain, hparams, manifests):
 
     if brain.checkpointer is not None:
         brain.checkpointer.recover_if_possible(max_key="si-snr")
-    separator = brain._separator()
+    separator = brain.separator()
     separator.eval()
 
     def separate(mix):
@@ -538,12 +538,18 @@ def freeze_encoder(separator):
 
     Parameters
     ----------
-    separator : nass.separation.MaskingSeparator
+    separator : nass.separation.SeparationModel
+        Its ``encoder_parameters()`` are frozen.
 
     Returns
     -------
     int
         Number of frozen parameters.
+
+    Raises
+    ------
+    ValueError
+        The separator has no encoder parameters (nothing would be frozen).
 
     Example
     -------
@@ -551,11 +557,19 @@ def freeze_encoder(separator):
     >>> class S(torch.nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
-    ...         self.encoder = torch.nn.Linear(2, 2)
-    >>> freeze_encoder(S())
-    2
+    ...         self.front = torch.nn.Linear(2, 2)
+    ...     def encoder_parameters(self):
+    ...         return list(self.front.parameters())
+    >>> s = S()
+    >>> freeze_encoder(s), s.front.weight.requires_grad
+    (2, False)
     """
-    params = list(separator.encoder.parameters())
+    params = list(separator.encoder_parameters())
+    if not params:
+        raise ValueError(
+            f"freeze_encoder: True, but the separator ({type(separator).__name__}) has no encoder parameters "
+            "(encoder_parameters() is empty): set freeze_encoder: False"
+        )
     for p in params:
         p.requires_grad_(False)
     return len(params)
@@ -755,7 +769,7 @@ def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, cor
     corrector : nass.correction.GeCoModel
         The trained (exported) corrector.
     modes : list of str
-        ``fast-geco`` and / or ``geco``.
+        Keys of :data:`nass.correction.modes.CORRECTION_MODES` (``fast-geco`` and / or ``geco``).
     initial : nass.correction.GeCoModel, optional
         The corrector before training (the GeCo init for Fast-GeCo).
     correction_steps, device, num_workers, save_examples, pesq_estoi, max_utterances, seed
@@ -766,16 +780,18 @@ def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, cor
     dict
         ``{"separator": means, "init-one-step": means, "<mode>": means, "summary": rows}``.
     """
+    from nass.correction.modes import DEFAULT_MODE, get_mode
     from nass.correction.report import IDENTITY, correction_summary
     from nass.evaluation import evaluate_manifest
     from nass.inference import Separator
 
+    modes = [get_mode(mode, "eval_correction_modes").name for mode in modes]  # unknown: fails before any scoring
     common = dict(num_spks=num_spks, sample_rate=int(sample_rate), num_workers=num_workers,
                   save_examples=save_examples, pesq_estoi=pesq_estoi, max_utterances=max_utterances)
     print(f"{IDENTITY}: the separator alone")
     plain = Separator(model, sample_rate, chunk_seconds=0, device=device)
     results = {"separator": evaluate_manifest(plain.separate_batch, manifest_csv, out_dir, **common)}
-    runs = ([(INITIAL_ONE_STEP, initial, "fast-geco")] if initial is not None else []) + [
+    runs = ([(INITIAL_ONE_STEP, initial, DEFAULT_MODE)] if initial is not None else []) + [
         (mode, corrector, mode) for mode in modes]
     tables = {}
     for name, corr, mode in runs:
@@ -783,7 +799,7 @@ def evaluate_correction(model, sample_rate, num_spks, manifest_csv, out_dir, cor
                         correction_mode=mode, correction_steps=correction_steps)
         torch.manual_seed(seed)
         label = ("one step of the corrector before training (fine-tuning)" if name == INITIAL_ONE_STEP
-                 else f"after {mode} correction" + (f" (N={correction_steps})" if mode == "geco" else " (one step)"))
+                 else get_mode(mode).label(correction_steps))
         print(label)
         results[name] = evaluate_manifest(sep.separate_batch, manifest_csv, out_dir, csv_name=f"test_metrics_{name}.csv",
                                           examples_name=f"examples_{name}", **common)

@@ -195,6 +195,10 @@ class SeparationModel(Protocol):
       ``noise_target == "extra_output"``; ``enhanced_w`` when ``has_enhancer``;
       ``mix_w``, ``masked_reps`` and ``encode`` for the terms that read representations.
     - ``num_spks`` (int) and ``noise_target`` (``"none"`` | ``"extra_output"``).
+    - ``encoder_parameters()``: the parameters of the part that maps waveforms to the
+      representation (the encoder), the tensors ``freeze_encoder: True`` keeps fixed when
+      fine-tuning (:func:`nass.runner.freeze_encoder`); a separator without such a part
+      returns an empty list (and ``freeze_encoder: True`` is then refused).
     - ``has_enhancer`` (bool): the unified SE+SS front-end is present.
     - ``enhancement_shared_parameters()``: the parameters on both the SE and the SS path
       (encoder + enhancer), the tensors gradient modulation projects (``backward:
@@ -226,6 +230,9 @@ class SeparationModel(Protocol):
 
     def enhancement_shared_parameters(self) -> list:
         """Parameters on both the SE and the SS path (gradient modulation)."""
+
+    def encoder_parameters(self) -> list:
+        """Parameters of the encoder (``freeze_encoder``); empty without one."""
 
     def forward(self, mix: torch.Tensor) -> SeparationOutput:
         """``[batch, time]`` -> :class:`SeparationOutput`."""
@@ -325,6 +332,23 @@ class MaskingSeparator(torch.nn.Module):
         if self.enhancer is None:
             raise ValueError("enhancement_shared_parameters: this separator has no enhancer")
         return shared_parameters(self.encoder, self.enhancer)
+
+    def encoder_parameters(self):
+        """The encoder's parameters (what ``freeze_encoder: True`` keeps fixed).
+
+        Returns
+        -------
+        list of torch.nn.Parameter
+
+        Example
+        -------
+        >>> from speechbrain.lobes.models.dual_path import Encoder, Decoder
+        >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+        >>> model = MaskingSeparator(Encoder(16, 32), MaskNet(32, 16, 32, 3, 2, 1, C=2), Decoder(32, 1, 16, 8), 2)
+        >>> [tuple(p.shape) for p in model.encoder_parameters()]
+        [(32, 1, 16)]
+        """
+        return list(self.encoder.parameters())
 
     def encode(self, wav):
         """Encoder representation ``[batch, N, L]`` of waveforms ``[batch, time]``.

@@ -24,7 +24,7 @@ from nass.dataio.prepare import prepare_dataset
 from nass.losses.si_snr import neg_si_snr, si_snr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_inference import write_model_folder  # noqa: E402
+from test_cli import model_dir  # noqa: E402,F401 (a fixture: the shared tiny model folder)
 
 SR = 8000
 
@@ -107,13 +107,6 @@ def test_yaml_missing_placeholder_and_unknown_key(tmp_path):
 
 
 # ----------------------------------------------------------------------------- nass-separate
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("model"))
-    write_model_folder(folder, noise=False, scores=(1.0,))
-    return folder
-
-
 def test_separate_cli_directory_input_exits_2_without_outputs(tmp_path, model_dir, capsys):
     """A folder is read as its audio files (issue 20); one without any is refused."""
     from nass.cli import separate_main

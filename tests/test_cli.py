@@ -21,14 +21,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    """A tiny 2-speaker model folder without noise output (shared by test_outputs, test_bad_input)."""
     folder = str(tmp_path_factory.mktemp("model"))
     write_model_folder(folder, noise=False, scores=(1.0,))
     return folder
 
 
 def _wav(path, n=1200, rate=SR, seed=0):
-    write_audio(path, np.random.default_rng(seed).uniform(-0.3, 0.3, n).astype("float32"), rate)
-    return path
+    """A 16-bit WAV of uniform noise in [-0.3, 0.3] (shared by test_outputs); returns ``str(path)``."""
+    write_audio(str(path), np.random.default_rng(seed).uniform(-0.3, 0.3, n).astype("float32"), rate)
+    return str(path)
 
 
 def _one_line_error(capsys, *needles):

@@ -1,4 +1,4 @@
-"""Tests of the demo corpus builder (nass.dataio.demo_corpus).
+"""Tests of the demo corpus builder (nass_demo.corpus).
 
 Unit tests need no Debian package; the small end-to-end build skips (naming the
 missing packages) when the foundation packages are not installed.
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from nass.dataio import demo_corpus as dc
+from nass_demo import corpus as dc
 from nass.dataio.audio import write_audio
 
 SR = 8000

@@ -1,6 +1,7 @@
-"""Listening demo page (nass.demo_page, tools/make_demo_page.py): links, escaping, alignment,
+"""Listening demo page (nass_demo.page, tools/make_demo_page.py): links, escaping, alignment,
 training-log parsing, re-runs, and a real headless-Chromium render."""
 
+import json
 import os
 import re
 import shutil
@@ -19,20 +20,18 @@ import torch
 from nass.dataio.audio import read_audio
 from nass.dataio.manifest import read_manifest, write_manifest
 from nass.dataio.prepare import prepare_dataset
-from nass.demo_page import DemoSystem, main, make_demo_page, parse_train_log, safe_stem
+from nass_demo.page import DemoSystem, main, make_demo_page, parse_train_log, safe_stem
 from nass.losses.si_snr import si_snr
 from conftest import write_librimix_tree
 from test_inference import write_model_folder
 
 EVIL_IDS = ['../<b>evil</b>&"x', "ok'<2>", "plain_3"]
-TRAIN_LOG = (
-    "epoch: 1, lr: 1.00e-03 - train loss: 18.74, train si-snr: -6.39e+00, train noise_si-snr: -1.23e+01"
-    " - valid loss: 9.81, valid si-snr: -2.34e+00, valid noise_si-snr: -7.47e+00\n"
-    "epoch: 2, lr: 1.00e-03 - train loss: 8.50, train si-snr: -3.10e+00\n"  # no valid stats
-    "some unrelated line\n"
-    "epoch: 3, lr: 5.00e-04 - train loss: 6.00 - valid loss: 5.50, valid si-snr: 1.25e+00\n"
-    "Epoch loaded: 3 - test loss: 5.2, test si-snr: 1.1\n"
-)
+TRAIN_LOG = "".join(json.dumps(r) + "\n" for r in (  # train_log.jsonl rows (nass.curves.append_train_log)
+    {"optimizer_step": 50, "lr": 1e-3, "train_running": {"loss": 20.0}},
+    {"epoch": 1, "optimizer_step": 100, "lr": 1e-3, "train": {"loss": 18.74, "si-snr": -6.39},
+     "valid": {"loss": 9.81, "si-snr": -2.34}},
+    {"epoch": 2, "optimizer_step": 200, "lr": 5e-4, "train": {"loss": 6.0}, "valid": {"loss": 5.5, "si-snr": 1.25}},
+))
 
 
 class _Links(HTMLParser):
@@ -65,8 +64,10 @@ def corpus(tmp_path_factory):
     noisy, plain = str(base / "m_noise"), str(base / "m_plain")
     write_model_folder(noisy, noise=True, scores=(1.0,))
     write_model_folder(plain, noise=False, scores=(1.0,))
-    with open(os.path.join(noisy, "train_log.txt"), "w") as f:
+    with open(os.path.join(noisy, "train_log.jsonl"), "w") as f:
         f.write(TRAIN_LOG)
+    with open(os.path.join(plain, "train_log.txt"), "w") as f:  # an old run: text log only, not read
+        f.write("epoch: 1, lr: 1.00e-03 - train loss: 18.74 - valid loss: 9.81, valid si-snr: -2.34e+00\n")
     return {"root": root, "csv": evil_csv, "noisy": noisy, "plain": plain, "base": base}
 
 
@@ -103,6 +104,17 @@ def test_every_link_is_relative_and_exists_and_text_is_escaped(page):
     assert "no noise output" in text  # the plain model's noise cell
 
 
+def test_the_template_writes_the_table_markup(page):
+    """The jinja2 template's markup: the mixture cell spans the reference row and one row per
+    system, each row has its cells, the static parts (style, media check) are there once."""
+    text = open(page, encoding="utf-8").read()
+    assert text.count('<td rowspan="3"><img src="img/') == 2  # 2 examples, 1 + 2 systems rows
+    assert "rowspan=&" not in text and "&lt;td" not in text and "&lt;img" not in text
+    assert text.count("<h2>Example ") == 2 and text.count('<td class="label">Reference</td>') == 2
+    assert text.count("<style>") == 1 and text.count('<p id="media-check"></p>') == 1
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</body></html>")
+
+
 def test_estimates_are_aligned_by_best_permutation(corpus, tmp_path):
     rows = read_manifest(corpus["csv"], 2)[:2]
     refs = {r["mix_wav"]: r for r in rows}
@@ -126,16 +138,31 @@ def test_estimates_are_aligned_by_best_permutation(corpus, tmp_path):
     assert len(scores) == 4 and min(scores) > 30
 
 
-def test_parse_train_log_is_robust(tmp_path):
-    p = tmp_path / "train_log.txt"
-    p.write_text(TRAIN_LOG + "epoch: 2, lr: 1.00e-03 - train loss: 7.00 - valid loss: nan, valid si-snr: -1.0\n")
+def test_train_log_jsonl_gives_the_per_epoch_numbers(tmp_path, corpus, caplog):
+    """The page reads train_log.jsonl only: the same per-epoch numbers SpeechBrain's text log
+    held, plus the running loss; a folder with only train_log.txt is named in a warning."""
+    import logging
+
+    from nass_demo.page import DemoPageError, load_system
+
+    p = tmp_path / "train_log.jsonl"
+    p.write_text(TRAIN_LOG)
     records = parse_train_log(str(p))
-    assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert records[0]["valid si-snr"] == -2.34 and records[0]["train loss"] == 18.74
-    assert records[1]["train loss"] == 7.0 and records[1]["valid si-snr"] == -1.0  # resumed epoch replaces
-    assert np.isnan(records[1]["valid loss"])
-    assert "valid si-snr" in records[2] and "test loss" not in records[2]
-    assert parse_train_log(str(tmp_path / "missing.txt")) == []
+    assert [r["step"] for r in records] == [50, 100, 200]
+    assert [r.get("epoch") for r in records] == [None, 1, 2]
+    assert records[0] == {"step": 50, "train loss": 20.0}
+    assert records[1]["valid si-snr"] == -2.34 and records[1]["train loss"] == 18.74
+    assert records[1]["valid loss"] == 9.81 and records[2]["valid si-snr"] == 1.25
+    assert "train si-snr" not in records[1]
+    assert parse_train_log(str(tmp_path / "missing.jsonl")) == []
+    with pytest.raises(DemoPageError, match="train_log.jsonl"):
+        parse_train_log(str(tmp_path / "train_log.txt"))
+    with caplog.at_level(logging.WARNING, logger="nass_demo.page"):
+        assert load_system("old", corpus["plain"]).log_path is None
+        assert load_system("new", corpus["noisy"]).log_path == os.path.join(corpus["noisy"], "train_log.jsonl")
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert corpus["plain"] in message and "train_log.txt is not read" in message and "no training curve" in message
 
 
 class _ReversingCorrector:
@@ -240,7 +267,7 @@ def test_curves_from_train_log_jsonl_per_step(tmp_path):
     a run shorter than one epoch still has a curve."""
     import json
 
-    from nass.demo_page import plot_training_curves
+    from nass_demo.page import plot_training_curves
 
     p = tmp_path / "train_log.jsonl"
     rows = [{"optimizer_step": k, "lr": 1e-3, "train_running": {"loss": 10.0 - k / 100, "nce_loss": 4.0}}

@@ -18,23 +18,11 @@ from nass.dataio.audio import atomic_write, read_audio, write_audio
 from nass.inference import Separator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_cli import _manifest, _one_line_error  # noqa: E402
-from test_inference import BandSplit, write_model_folder  # noqa: E402
+from test_cli import _manifest, _one_line_error, _wav, model_dir  # noqa: E402,F401 (model_dir: a fixture)
+from test_inference import BandSplit  # noqa: E402
 
 SR = 8000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("model"))
-    write_model_folder(folder, noise=False, scores=(1.0,))
-    return folder
-
-
-def _wav(path, n=1200, rate=SR, seed=0):
-    write_audio(str(path), np.random.default_rng(seed).uniform(-0.3, 0.3, n).astype("float32"), rate)
-    return str(path)
 
 
 def _contents(folder):

@@ -358,3 +358,36 @@ def test_a_key_the_brain_reads_must_be_in_the_yaml(tmp_path):
     with pytest.raises(KeyError, match="'valid_max_utterances' key"):
         no_splits = dict(train_split=None, valid_split=None, test_split=None)
         build_datasets({**{k: v for k, v in hp.items() if k != "valid_max_utterances"}, **no_splits}, {})
+
+
+def test_freeze_encoder_and_evaluation_use_the_separator_contract():
+    """freeze_encoder reads encoder_parameters() (and refuses a separator without any);
+    the runner reaches the model through SeparationBrain.separator(), unwrapped from DDP."""
+    import types
+
+    from speechbrain.lobes.models.conv_tasnet import MaskNet
+    from speechbrain.lobes.models.dual_path import Decoder, Encoder
+
+    from nass.runner import freeze_encoder
+    from nass.separation import SeparationModel
+
+    sep = MaskingSeparator(Encoder(16, 32), MaskNet(32, 16, 32, 3, 2, 1, C=2), Decoder(32, 1, 16, 8), 2)
+    assert isinstance(sep, SeparationModel)
+    assert [id(p) for p in sep.encoder_parameters()] == [id(p) for p in sep.encoder.parameters()]
+
+    class Mapping(torch.nn.Module):  # a separator with no encoder
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 4)
+
+        def encoder_parameters(self):
+            return []
+
+    with pytest.raises(ValueError, match="no encoder parameters.*freeze_encoder: False"):
+        freeze_encoder(Mapping())
+    assert freeze_encoder(sep) == 1 and not sep.encoder.conv1d.weight.requires_grad
+    assert all(p.requires_grad for p in sep.masknet.parameters())
+
+    wrapped = types.SimpleNamespace(modules=types.SimpleNamespace(separator=types.SimpleNamespace(module=sep)))
+    plain = types.SimpleNamespace(modules=types.SimpleNamespace(separator=sep))
+    assert SeparationBrain.separator(wrapped) is sep and SeparationBrain.separator(plain) is sep

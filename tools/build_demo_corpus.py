@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the demo corpus: an 8 kHz Libri2Mix-shaped noisy corpus from Debian packages.
 
-Thin command line over :func:`nass.dataio.demo_corpus.build_demo_corpus`; see
+Thin command line over :func:`nass_demo.corpus.build_demo_corpus`; see
 ``docs/demo_corpus.md``. Install the packages first: ``make demo`` or
 ``sudo apt-get install $(grep -v '^#' tools/demo_packages.txt)``.
 
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
-    from nass.dataio import demo_corpus as dc
+    from nass_demo import corpus as dc
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.path.join(REPO, "data", "demo"), help="output folder (default: data/demo)")

@@ -7,12 +7,12 @@ Usage::
         --model sepformer=results/sepformer/1234 --model nass=results/nass/1234 \\
         --num_examples 5 --out docs/demo/
 
-(see ``--help`` and ``docs/demo_page.md``; the logic is :mod:`nass.demo_page`).
+(see ``--help`` and ``docs/demo_page.md``; the logic is :mod:`nass_demo.page`).
 """
 
 import sys
 
-from nass.demo_page import main
+from nass_demo.page import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,8 +15,8 @@ Safe to run twice: a finished run is not retrained (``--retrain`` starts over).
 """
 
 import argparse
-import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -53,15 +53,13 @@ def read_training(out):
 
 
 def read_means(path):
-    """The ``mean`` row of a ``test_metrics.csv`` (floats) plus ``num_utterances``."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        if row["ID"] == "mean":
-            means = {k: float(v) for k, v in row.items() if k != "ID" and v}
-            means["num_utterances"] = len(rows) - 1
-            return means
-    raise ValueError(f"{path}: no mean row")
+    """The ``mean`` row of a ``test_metrics.csv`` (floats; empty cells left out) plus ``num_utterances``."""
+    from nass.evaluation import read_mean_row
+
+    means, count = read_mean_row(path)
+    means = {k: v for k, v in means.items() if not math.isnan(v)}
+    means["num_utterances"] = count
+    return means
 
 
 def main(argv=None):

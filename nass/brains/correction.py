@@ -55,7 +55,8 @@ import torch
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only
 
 from nass.correction.ema import ExponentialMovingAverage
-from nass.correction.model import MODES, load_corrector, save_corrector
+from nass.correction.model import load_corrector, save_corrector
+from nass.correction.modes import get_mode
 from nass.hparams import require
 from nass.losses.si_snr import si_snr
 
@@ -164,10 +165,8 @@ class CorrectionBrain(sb.core.Brain):
         return c.module if hasattr(c, "module") else c
 
     def _mode(self):
-        mode = require(self.hparams, "correction_mode")
-        if mode not in MODES:
-            raise ValueError(f"correction_mode must be one of {', '.join(MODES)}, got {mode!r}")
-        return mode
+        """The :class:`nass.correction.modes.CorrectionMode` of YAML ``correction_mode``."""
+        return get_mode(require(self.hparams, "correction_mode"), "correction_mode")
 
     def on_fit_start(self):
         """SpeechBrain's start (compile, DDP wrapping, optimiser, resume; ``Brain.on_fit_start``
@@ -199,11 +198,10 @@ class CorrectionBrain(sb.core.Brain):
         return tuple(batch[k].to(self.device) for k in ("est", "mix", "ref"))
 
     def compute_objectives(self, predictions, batch, stage):
-        """DSM loss (geco) or ``-SI-SNR`` of the one-step estimate (fast-geco)."""
+        """The mode's training objective: DSM loss (geco) or ``-SI-SNR`` of the one-step estimate (fast-geco)."""
         est, mix, ref = predictions
         # through the (possibly DDP-wrapped) module: its forward computes the loss
-        objective = "dsm" if self._mode() == "geco" else "fast-geco"
-        loss = self.modules.corrector(est, mix, ref, objective=objective)
+        loss = self.modules.corrector(est, mix, ref, objective=self._mode().objective)
         if stage != sb.Stage.TRAIN:
             self._record_valid(loss, est, mix, ref)
         return loss
@@ -226,12 +224,13 @@ class CorrectionBrain(sb.core.Brain):
         stats = self._stats
         stats["loss"].append(float(loss))
         stats["est_si-snr"] += si_snr(est, ref).tolist()
-        if self._mode() == "fast-geco":
-            # the loss is the mean -SI-SNR of the one-step correction (scale-invariant)
+        mode = self._mode()
+        if mode.loss_is_corrected_si_snr:
+            # the loss is the mean -SI-SNR of the corrected estimate (scale-invariant)
             stats["si-snr"] += [-float(loss)] * est.shape[0]
         elif len(stats["si-snr"]) < int(require(self.hparams, "valid_si_snr_utterances")):
             corrected = self._corrector().correct(
-                est, mix, mode="geco", num_steps=int(require(self.hparams, "valid_steps"))
+                est, mix, mode=mode.name, num_steps=int(require(self.hparams, "valid_steps"))
             )
             stats["si-snr"] += si_snr(corrected, ref).tolist()
 

@@ -243,12 +243,27 @@ class SeparationBrain(sb.core.Brain):
     def _check_config(self):
         """The loss terms against the separator contract (:func:`nass.losses.terms.check_loss_terms`)."""
         hp = self.hparams
-        check_loss_terms(hp.loss_terms, self._separator(), hp.backward, self.modules)
+        check_loss_terms(hp.loss_terms, self.separator(), hp.backward, self.modules)
         self._scheduler_kind = scheduler_kind(hp.lr_scheduler)
 
-    def _separator(self):
+    def separator(self):
+        """The separator being trained (:class:`nass.separation.SeparationModel`), unwrapped.
+
+        ``modules.separator`` itself, or the module inside SpeechBrain's
+        ``DistributedDataParallel`` / ``DataParallel`` wrapper: what the runner evaluates
+        and exports and what the loss-term checks read. Calling it does not switch
+        train / eval mode.
+
+        Returns
+        -------
+        torch.nn.Module
+        """
         sep = self.modules.separator
         return sep.module if hasattr(sep, "module") else sep
+
+    def _separator(self):
+        """Old name of :meth:`separator` (kept for scripts that call it)."""
+        return self.separator()
 
     # ------------------------------------------------------------------ forward
     def compute_forward(self, batch, stage):
@@ -386,7 +401,7 @@ class SeparationBrain(sb.core.Brain):
                 stats = modulated_backward(
                     self.scaler.scale(losses["ss"] / factor),
                     self.scaler.scale(losses["se"] / factor),  # already weighted
-                    self._separator().enhancement_shared_parameters(),
+                    self.separator().enhancement_shared_parameters(),
                     weight_se=1.0,
                     grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None,
                 )

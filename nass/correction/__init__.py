@@ -8,6 +8,8 @@ Interspeech 2024, arXiv 2406.07461 (reference code ``WangHelin1997/Fast-GeCo``).
 * :mod:`.score_model` -- ``ScoreModel`` (diffusers ``UNet2DModel``, NCSN++-style)
 * :mod:`.samplers` -- ``pc_sample`` (GeCo), ``fast_geco_sample`` (Fast-GeCo)
 * :mod:`.ema` -- ``ExponentialMovingAverage``
+* :mod:`.modes` -- ``Corrector`` (the corrector contract), ``CORRECTION_MODES`` /
+  ``get_mode`` (the registry of modes: sampler, steps, training objective, validation)
 * :mod:`.model` -- ``GeCoModel`` (DSM loss, Fast-GeCo loss, ``correct``),
   ``save_corrector`` / ``load_corrector`` (a folder: ``corrector.json`` + ``corrector.ckpt``)
 * :mod:`.report` -- ``correction_summary`` (paired comparison with the identity row, warnings)
@@ -16,34 +18,46 @@ Interspeech 2024, arXiv 2406.07461 (reference code ``WangHelin1997/Fast-GeCo``).
   :class:`nass.brains.correction.CorrectionBrain`, recipes ``recipes/*/correction/``
 """
 
-from nass.correction.ema import ExponentialMovingAverage
-from nass.correction.model import MODES, GeCoModel, load_corrector, save_corrector
-from nass.correction.samplers import (
-    ald_corrector,
-    fast_geco_sample,
-    pc_sample,
-    reverse_diffusion_predictor,
-)
-from nass.correction.score_model import ScoreModel
-from nass.correction.sdes import SDE, SDE_REGISTRY, BBEDSDE, OUVESDE, ReverseSDE, get_sde
-from nass.correction.transforms import SpecTransform
+import importlib
 
-__all__ = [
-    "SDE",
-    "BBEDSDE",
-    "OUVESDE",
-    "ReverseSDE",
-    "SDE_REGISTRY",
-    "get_sde",
-    "SpecTransform",
-    "ScoreModel",
-    "pc_sample",
-    "fast_geco_sample",
-    "reverse_diffusion_predictor",
-    "ald_corrector",
-    "ExponentialMovingAverage",
-    "GeCoModel",
-    "MODES",
-    "save_corrector",
-    "load_corrector",
-]
+#: Public name -> the submodule defining it. Imported on first use (PEP 562), so that
+#: ``nass.correction.modes`` (the registry of modes the command line lists) loads without
+#: torch or the score network.
+_EXPORTS = {
+    "ExponentialMovingAverage": "ema",
+    "GeCoModel": "model",
+    "save_corrector": "model",
+    "load_corrector": "model",
+    "MODES": "modes",
+    "CORRECTION_MODES": "modes",
+    "CorrectionMode": "modes",
+    "Corrector": "modes",
+    "UnknownCorrectionMode": "modes",
+    "get_mode": "modes",
+    "ald_corrector": "samplers",
+    "fast_geco_sample": "samplers",
+    "pc_sample": "samplers",
+    "reverse_diffusion_predictor": "samplers",
+    "ScoreModel": "score_model",
+    "SDE": "sdes",
+    "SDE_REGISTRY": "sdes",
+    "BBEDSDE": "sdes",
+    "OUVESDE": "sdes",
+    "ReverseSDE": "sdes",
+    "get_sde": "sdes",
+    "SpecTransform": "transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -49,6 +49,7 @@ import os
 
 import torch
 
+from nass.correction.modes import DEFAULT_MODE, MODES, get_mode  # noqa: F401 (MODES: its old import path)
 from nass.correction.samplers import fast_geco_sample, pc_sample
 from nass.correction.score_model import ScoreModel
 from nass.correction.sdes import SDE, get_sde, randn_like
@@ -56,7 +57,9 @@ from nass.correction.transforms import SpecTransform
 from nass.dataio.audio import atomic_write
 from nass.losses.si_snr import neg_si_snr
 
-MODES = ("fast-geco", "geco")
+#: ``GeCoModel.forward``'s objectives (a mode's :attr:`~nass.correction.modes.CorrectionMode.objective`)
+#: -> the loss method computing it.
+OBJECTIVES = {"dsm": "dsm_loss_wave", "fast-geco": "fast_geco_loss"}
 
 
 class GeCoModel(torch.nn.Module):
@@ -130,8 +133,9 @@ class GeCoModel(torch.nn.Module):
         y_wave, m_wave, target_wave : torch.Tensor
             Estimate, mixture and clean source ``[batch, time]``.
         objective : str
-            ``"dsm"`` (GeCo, :meth:`dsm_loss_wave`) or ``"fast-geco"``
-            (:meth:`fast_geco_loss`).
+            A key of :data:`OBJECTIVES`: ``"dsm"`` (GeCo, :meth:`dsm_loss_wave`) or
+            ``"fast-geco"`` (:meth:`fast_geco_loss`); a mode's
+            :attr:`~nass.correction.modes.CorrectionMode.objective`.
 
         Returns
         -------
@@ -143,11 +147,11 @@ class GeCoModel(torch.nn.Module):
         ValueError
             On an unknown objective or bad waveforms.
         """
-        if objective == "dsm":
-            return self.dsm_loss_wave(y_wave, m_wave, target_wave)
-        if objective == "fast-geco":
-            return self.fast_geco_loss(y_wave, m_wave, target_wave)
-        raise ValueError(f"GeCoModel.forward: objective must be 'dsm' or 'fast-geco', got {objective!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"GeCoModel.forward: objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}"
+            )
+        return getattr(self, OBJECTIVES[objective])(y_wave, m_wave, target_wave)
 
     def score(self, x, t, y, m):
         """The score ``s(x, t, y, m)`` (delegates to ``score_model``)."""
@@ -341,16 +345,60 @@ class GeCoModel(torch.nn.Module):
             On bad waveform shapes or values.
         """
         Y, M, _, _ = self.waves_to_specs(y_wave, m_wave, None)
-        x0_hat = fast_geco_sample(
-            self.sde, self.score_model, Y, M, t_start=self.reverse_start,
-            num_steps=self.fast_steps, z=z, generator=generator,
-        )
+        x0_hat = self.sample_one_step(Y, M, z=z, generator=generator)
         est = self.spec_to_wave(x0_hat, y_wave.shape[-1])
         return neg_si_snr(est, target_wave).mean()
 
+    # samplers (what the modes of nass.correction.modes call) ---------------------------
+    def sample_one_step(self, y, m, z=None, generator=None):
+        """Fast-GeCo: ``fast_steps`` reverse steps from ``reverse_start`` (differentiable).
+
+        The estimate that :meth:`fast_geco_loss` trains and mode ``"fast-geco"`` returns
+        (:func:`~nass.correction.samplers.fast_geco_sample`).
+
+        Parameters
+        ----------
+        y, m : torch.Tensor
+            Complex ``[batch, F, frames]``: estimate and mixture spectrograms.
+        z : torch.Tensor, optional
+            Starting noise shaped like ``y``; drawn if omitted.
+        generator : torch.Generator, optional
+
+        Returns
+        -------
+        torch.Tensor
+            Complex ``[batch, F, frames]``.
+        """
+        return fast_geco_sample(self.sde, self.score_model, y, m, t_start=self.reverse_start,
+                                num_steps=self.fast_steps, z=z, generator=generator)
+
+    def sample_pc(self, y, m, num_steps=None, snr=0.5, corrector_steps=1, generator=None):
+        """GeCo: predictor-corrector sampling from ``T`` (:func:`~nass.correction.samplers.pc_sample`).
+
+        Parameters
+        ----------
+        y, m : torch.Tensor
+            Complex ``[batch, F, frames]``: estimate and mixture spectrograms.
+        num_steps : int, optional
+            Reverse steps (default ``sde.N``, 30).
+        snr : float
+            Corrector signal-to-noise ratio (default 0.5).
+        corrector_steps : int
+            Langevin steps per time (default 1).
+        generator : torch.Generator, optional
+
+        Returns
+        -------
+        torch.Tensor
+            Complex ``[batch, F, frames]``, the last predictor's noise-free mean.
+        """
+        x0_hat, _ = pc_sample(self.sde, self.score_model, y, m, num_steps=num_steps, snr=snr,
+                              corrector_steps=corrector_steps, generator=generator)
+        return x0_hat
+
     # inference ------------------------------------------------------------------------
     @torch.no_grad()
-    def correct(self, y_wave, m_wave, mode="fast-geco", num_steps=None, snr=0.5,
+    def correct(self, y_wave, m_wave, mode=DEFAULT_MODE, num_steps=None, snr=0.5,
                 corrector_steps=1, generator=None):
         """Refine separated waveforms.
 
@@ -361,8 +409,8 @@ class GeCoModel(torch.nn.Module):
         m_wave : torch.Tensor
             The mixture of each row ``[batch, time]``.
         mode : str
-            ``"fast-geco"`` (one step from ``reverse_start``) or ``"geco"``
-            (predictor-corrector sampling).
+            A key of :data:`nass.correction.modes.CORRECTION_MODES`: ``"fast-geco"`` (one
+            step from ``reverse_start``) or ``"geco"`` (predictor-corrector sampling).
         num_steps : int, optional
             GeCo reverse steps (default ``sde.N``, 30). Ignored by Fast-GeCo, which
             always takes the ``fast_steps`` it was fine-tuned for (so callers can pass
@@ -381,21 +429,12 @@ class GeCoModel(torch.nn.Module):
         Raises
         ------
         ValueError
-            On an unknown mode (the message lists the valid ones) or bad waveforms.
+            On an unknown mode (:class:`~nass.correction.modes.UnknownCorrectionMode`, the
+            message lists the known ones) or bad waveforms.
         """
-        if mode not in MODES:
-            raise ValueError(f"GeCoModel.correct: unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        sampler = get_mode(mode, "GeCoModel.correct").sampler
         Y, M, _, norm = self.waves_to_specs(y_wave, m_wave, None)
-        if mode == "geco":
-            x0_hat, _ = pc_sample(
-                self.sde, self.score_model, Y, M, num_steps=num_steps, snr=snr,
-                corrector_steps=corrector_steps, generator=generator,
-            )
-        else:
-            x0_hat = fast_geco_sample(
-                self.sde, self.score_model, Y, M, t_start=self.reverse_start,
-                num_steps=self.fast_steps, generator=generator,
-            )
+        x0_hat = sampler(self, Y, M, num_steps, snr, corrector_steps, generator)
         return self.spec_to_wave(x0_hat, y_wave.shape[-1]) * norm
 
 

@@ -1,13 +1,19 @@
-"""Audio and file I/O shared by the whole package: checked reads, atomic writes.
+"""Audio and file I/O shared by the whole package: checked reads, resampling, atomic writes.
 
 Every file ``nass`` writes (WAV, CSV, checkpoints, HTML) goes through
 :func:`atomic_write`, so an interrupted run never leaves a half-written file under
-the final name.
+the final name. Every audio file is read by :func:`read_audio` (the demo app's codec2
+``.raw`` prompts aside). Resampling: :func:`resample` for tensors (inference: windowed
+sinc, bounded memory) and :func:`resample_polyphase` for NumPy arrays (the mixture
+generator, dynamic mixing, PESQ at 16 kHz, the demo corpus: LibriMix's polyphase filter);
+the two are kept apart because the data and the metrics must stay bit-identical to
+what they were.
 """
 
 import contextlib
 import errno
 import fractions
+import math
 import os
 import shutil
 import struct
@@ -21,6 +27,11 @@ import soundfile as sf
 class AudioError(ValueError):
     """A file that cannot be used as audio; the message names the file and the fix."""
 
+
+#: File extensions of the audio in a dataset split folder (manifests, ``nass-separate`` folders).
+AUDIO_EXTENSIONS = (".wav", ".flac")
+#: File extensions of the speech / noise source folders of the mixture generator (libsndfile reads them).
+SOURCE_EXTENSIONS = (".wav", ".flac", ".gsm", ".ogg")
 
 #: Largest numerator / denominator of the rate ratio resampled exactly; beyond it the
 #: ratio is approximated (:func:`resample`) so that the filter bank stays small.
@@ -457,23 +468,28 @@ def resample(x, orig_rate, new_rate, name=None):
     return AF.resample(x.contiguous(), ratio.denominator, ratio.numerator)
 
 
-def read_audio(path, sample_rate=None, mono="error"):
-    """Read an audio file as float32 samples in [-1, 1].
+def read_audio(path, sample_rate=None, mono="error", start=0, stop=None, dtype="float32"):
+    """Read an audio file (or a segment of it) as float samples in [-1, 1]: the one reader.
 
     Parameters
     ----------
     path : str
-        Audio file.
+        Audio file (anything libsndfile decodes: WAV, FLAC, GSM, Ogg/Vorbis, ...).
     sample_rate : int, optional
         Expected rate in Hz; a different rate raises :class:`AudioError`. ``None`` accepts any.
-    mono : {"error", "mix", "keep"}
+    mono : {"error", "mix", "keep", "first"}
         What to do with a multi-channel file: raise (``"error"``), average the channels
-        with a warning (``"mix"``), or return ``[time, channels]`` (``"keep"``).
+        with a warning (``"mix"``), return ``[time, channels]`` (``"keep"``), or take the
+        first channel (``"first"``, no warning: the mixture generator's sources).
+    start, stop : int, optional
+        The segment ``[start, stop)`` in samples of the file (default: all of it).
+    dtype : {"float32", "float64"}
+        Sample type (16-bit PCM is exact in both).
 
     Returns
     -------
     samples : numpy.ndarray
-        ``[time]`` float32 (``[time, channels]`` with ``mono="keep"``).
+        ``[time]`` (``[time, channels]`` with ``mono="keep"``) of ``dtype``.
     rate : int
         Sample rate in Hz.
 
@@ -496,10 +512,14 @@ def read_audio(path, sample_rate=None, mono="error"):
     >>> x, sr = read_audio(p, sample_rate=8000)
     >>> x.shape, sr
     ((80,), 8000)
+    >>> read_audio(p, start=10, stop=30, dtype="float64")[0].shape
+    (20,)
     """
+    if mono not in ("error", "mix", "keep", "first"):
+        raise ValueError(f"read_audio: mono must be 'error', 'mix', 'keep' or 'first', got {mono!r}")
     audio_info(path)  # existence / readability with a clear message
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        data, rate = sf.read(path, start=start, stop=stop, dtype=dtype, always_2d=True)
     except Exception as exc:
         raise AudioError(f"{path}: cannot be decoded ({exc}). The file is probably truncated; re-create it.") from exc
     if data.shape[0] == 0:
@@ -528,8 +548,94 @@ def read_audio(path, sample_rate=None, mono="error"):
         if mono == "mix":
             warnings.warn(f"{path}: {data.shape[1]} channels mixed down to mono", stacklevel=2)
             return data.mean(axis=1), rate
-        return data, rate
+        if mono == "keep":
+            return data, rate
     return data[:, 0], rate
+
+
+def resample_polyphase(x, orig_rate, new_rate, window=("kaiser", 5.0)):
+    """Resample NumPy audio with a polyphase filter (``scipy.signal.resample_poly``).
+
+    The ratio is reduced to lowest terms ``new_rate / g : orig_rate / g`` (``g`` the gcd);
+    the anti-aliasing filter is scipy's default Kaiser-windowed FIR (beta 5), as LibriMix's
+    ``create_librimix_from_metadata.py``. What the mixture generator, dynamic mixing, PESQ
+    at 16 kHz (:mod:`nass.metrics`) and the demo corpus resample with; tensors at inference
+    go through :func:`resample`.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``[time]`` samples at ``orig_rate`` (a non-float array is taken as float64).
+    orig_rate, new_rate : int
+        Hz (positive).
+    window : tuple or numpy.ndarray
+        ``resample_poly``'s ``window``: a window spec or the FIR filter itself (a cached
+        filter of the same design saves its construction on many short calls).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[ceil(time * new_rate / orig_rate)]``, ``x``'s float type; ``x`` itself when the
+        rates are equal.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> y = resample_polyphase(np.ones(1600), 16000, 8000)
+    >>> y.shape, y.dtype, resample_polyphase(np.ones(3, "float32"), 8000, 8000).dtype
+    ((800,), dtype('float64'), dtype('float32'))
+    """
+    from scipy.signal import resample_poly
+
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    orig_rate, new_rate = int(orig_rate), int(new_rate)
+    if orig_rate == new_rate:
+        return x
+    g = math.gcd(orig_rate, new_rate)
+    return resample_poly(x, new_rate // g, orig_rate // g, window=window)
+
+
+def fit_samples(x, length):
+    """Trim or zero-pad a NumPy ``[time]`` array to ``length`` samples (its dtype kept).
+
+    The NumPy twin of :func:`nass.separation.fit_length` (tensors, last axis).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> fit_samples(np.ones(5), 3).tolist(), fit_samples(np.ones(2, "float32"), 4).tolist()
+    ([1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0])
+    """
+    x = np.asarray(x)
+    return x[:length] if x.shape[0] >= length else np.pad(x, (0, length - x.shape[0]))
+
+
+def limit_peak(wav, peak=0.99):
+    """Scale a waveform down to ``peak`` when it would clip in 16-bit PCM (``max |wav| > 1``).
+
+    Parameters
+    ----------
+    wav : numpy.ndarray or torch.Tensor
+        Samples, any shape.
+    peak : float
+        The peak after scaling (default 0.99).
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        ``wav`` itself when it does not clip (or is empty), else ``wav * peak / max |wav|``.
+
+    Example
+    -------
+    >>> import numpy as np, torch
+    >>> limit_peak(np.array([0.5, -2.0])).tolist(), limit_peak(torch.tensor([0.5])).tolist()
+    ([0.2475, -0.99], [0.5])
+    """
+    size = wav.numel() if hasattr(wav, "numel") else np.asarray(wav).size
+    top = float(abs(wav).max()) if size else 0.0
+    return wav * (peak / top) if top > 1.0 else wav
 
 
 def write_audio(path, samples, sample_rate, subtype="PCM_16"):

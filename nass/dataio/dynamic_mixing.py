@@ -11,8 +11,8 @@ SepFormer's best WSJ0-2mix/LibriMix results were trained; SpeechBrain recipe
    chosen), and one noise file from the pool of ``noise_wav`` files;
 2. takes a random crop of ``segment_seconds`` of each source (zero-padded at the
    end when shorter) and of the noise (looped with a cross-fade when shorter,
-   :func:`nass.dataio.mixing.loop_noise`);
-3. applies the LibriMix gains of :func:`nass.dataio.mixing.librimix_gains`
+   :func:`nass.dataio.loudness.loop_noise`);
+3. applies the LibriMix gains of :func:`nass.dataio.loudness.librimix_gains`
    (speech to U[-33, -25] LUFS, noise to U[-38, -30] LUFS, pyloudnorm; joint
    rescaling when a mixture would exceed a peak of 0.9) - SpeechBrain draws its gains
    the same way with pyloudnorm;
@@ -29,7 +29,7 @@ or the workers keep their copy of the old epoch.
 Audio is decoded at every access, not cached: training sources are small, the page
 cache keeps them in memory, and a cache per worker would multiply memory use. A
 file at another rate than ``sample_rate`` is resampled
-(:func:`nass.dataio.mixing.resample`); a file already at ``sample_rate`` is read
+(:func:`nass.dataio.audio.resample_polyphase`); a file already at ``sample_rate`` is read
 only over the crop.
 """
 
@@ -38,17 +38,11 @@ import os
 import re
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from nass.dataio.audio import AudioError, audio_info
-from nass.dataio.mixing import (
-    _draw_utterances,
-    _read_noise,
-    _read_speech,
-    draw_loudness_targets,
-    librimix_gains,
-)
+from nass.dataio.audio import AudioError, audio_info, read_audio
+from nass.dataio.loudness import draw_loudness_targets, librimix_gains
+from nass.dataio.sources import draw_utterances, read_noise, read_speech
 from nass.separation import make_item
 
 __all__ = ["librimix_speaker", "DynamicMixingDataset"]
@@ -229,10 +223,9 @@ class DynamicMixingDataset(torch.utils.data.Dataset):
             raise AudioError(f"{path}: has {info.channels} channels but sources must be mono. Mix it down.")
         if info.samplerate == self.sample_rate and info.frames > length:
             start = int(rng.integers(info.frames - length + 1))
-            x, _ = sf.read(path, start=start, stop=start + length, dtype="float64", always_2d=True)
-            x = x[:, 0]
+            x, _ = read_audio(path, mono="first", start=start, stop=start + length, dtype="float64")
         else:
-            x = _read_speech(path, self.sample_rate)
+            x = read_speech(path, self.sample_rate)
             if x.size > length:
                 start = int(rng.integers(x.size - length + 1))
                 x = x[start : start + length]
@@ -245,14 +238,14 @@ class DynamicMixingDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self.num_rows} items")
         index = index % self.num_rows
         rng = self._rng(index)
-        chosen = [self.sources[j] for j in _draw_utterances(rng, self._spk_idx, self.num_spks)]
+        chosen = [self.sources[j] for j in draw_utterances(rng, self._spk_idx, self.num_spks)]
         infos = [self._length_at_rate(p) for p in chosen]
         length = self.segment if self.segment is not None else min(n for n, _ in infos)
         sources = [self._read_crop(p, info, length, rng) for p, (_, info) in zip(chosen, infos)]
         has_noise = bool(self.noises)
         if has_noise:
             noise_path = self.noises[int(rng.integers(len(self.noises)))]
-            noise, _ = _read_noise(noise_path, length, self.sample_rate, float(rng.random()))
+            noise, _ = read_noise(noise_path, length, self.sample_rate, float(rng.random()))
             signals = sources + [noise]
         else:
             signals = sources

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 
+from nass.dataio.audio import AUDIO_EXTENSIONS as _AUDIO_EXTENSIONS
 from nass.dataio.audio import AudioError, atomic_write, audio_info, scan_samples
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ logger = logging.getLogger(__name__)
 #: 2: the sidecar holds a fingerprint of the listed files (:func:`files_fingerprint`).
 MANIFEST_VERSION = 2
 
-#: File extensions listed as audio in a data folder (matched case-insensitively).
-AUDIO_EXTENSIONS = (".wav", ".flac")
+#: File extensions listed as audio in a data folder (matched case-insensitively;
+#: :data:`nass.dataio.audio.AUDIO_EXTENSIONS`).
+AUDIO_EXTENSIONS = _AUDIO_EXTENSIONS
 
 #: How many offending files an error message names before giving the count.
 MAX_LISTED = 5

@@ -8,8 +8,9 @@ references by the best-SI-SNR permutation (:func:`nass.losses.pit.pit_si_snr`), 
 noise estimate when the model has a noise output. Every cell holds a log-magnitude
 spectrogram (matplotlib, no axes, same colour scale within an example), an audio player and the
 SI-SNR (dB) of the estimate against its reference. Training curves (loss and validation
-SI-SNR against the optimiser step, read from each model's ``train_log.jsonl``; per epoch
-from ``train_log.txt`` for runs older than that file) are plotted at the top.
+SI-SNR against the optimiser step, read from each model's ``train_log.jsonl``; a model
+folder without one is named in a warning and has no curve) are plotted at the top.
+The HTML is rendered with jinja2 from ``nass_demo/templates/page.html`` (autoescaped).
 
 Layout written under ``out_dir``::
 
@@ -29,7 +30,6 @@ Command line: ``python tools/make_demo_page.py --help`` (see ``docs/demo_page.md
 
 import argparse
 import contextlib
-import html
 import json
 import logging
 import math
@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nass.dataio.audio import atomic_write, read_audio, write_audio
+from nass.correction.modes import CORRECTION_MODES, DEFAULT_MODE
+from nass.dataio.audio import atomic_write, fit_samples, limit_peak, read_audio, write_audio
 from nass.losses.pit import apply_perm, pit_si_snr
 from nass.losses.si_snr import si_snr
 
@@ -73,7 +74,7 @@ class DemoSystem:
         Has ``separate_file(path) -> (est_sources [T, S], est_noise [T] or None)`` at the
         file's rate (:class:`nass.inference.Separator`).
     log_path : str, optional
-        The training log (``train_log.jsonl``, or ``train_log.txt`` of older runs) whose curves are plotted, or ``None``.
+        The run's ``train_log.jsonl`` whose curves are plotted, or ``None``.
     num_spks : int, optional
         Speakers the model separates (checked against the manifest), or ``None``.
 
@@ -89,7 +90,7 @@ class DemoSystem:
     num_spks: int = None
 
 
-def load_system(name, model_folder, corrector_folder=None, correction_mode="fast-geco", correction_steps=30,
+def load_system(name, model_folder, corrector_folder=None, correction_mode=DEFAULT_MODE, correction_steps=30,
                 device="cpu"):
     """Load a trained separator folder (and optionally a corrector) as a :class:`DemoSystem`.
 
@@ -102,8 +103,8 @@ def load_system(name, model_folder, corrector_folder=None, correction_mode="fast
         its ``hyperparams.yaml`` is trusted code).
     corrector_folder : str, optional
         GeCo / Fast-GeCo folder (:func:`nass.correction.model.load_corrector`).
-    correction_mode : {"fast-geco", "geco"}
-        Passed to the corrector.
+    correction_mode : str
+        A key of :data:`nass.correction.modes.CORRECTION_MODES`, passed to the corrector.
     correction_steps : int
         Reverse steps for ``"geco"``.
     device : str
@@ -130,8 +131,9 @@ def load_system(name, model_folder, corrector_folder=None, correction_mode="fast
     """
     from nass.inference import Separator, load_separator
 
-    if correction_mode not in ("fast-geco", "geco"):
-        raise DemoPageError(f"system {name!r}: correction mode {correction_mode!r} is not known; use fast-geco or geco.")
+    if correction_mode not in CORRECTION_MODES:
+        raise DemoPageError(f"system {name!r}: correction mode {correction_mode!r} is not known; "
+                            f"use one of {', '.join(CORRECTION_MODES)}.")
     model, hparams = load_separator(model_folder, device=device)
     corrector = None
     if corrector_folder is not None:
@@ -140,73 +142,45 @@ def load_system(name, model_folder, corrector_folder=None, correction_mode="fast
         corrector = load_corrector(corrector_folder, device=device)
     sep = Separator(model, hparams["sample_rate"], chunk_seconds=None, device=device, corrector=corrector,
                     correction_mode=correction_mode, correction_steps=correction_steps)
-    logs = [os.path.join(model_folder, n) for n in ("train_log.jsonl", "train_log.txt")]
-    log = next((p for p in logs if os.path.isfile(p)), None)
+    log = os.path.join(model_folder, TRAIN_LOG)
+    if not os.path.isfile(log):
+        old = " (its train_log.txt is not read: it comes from a run older than the JSON log)" if os.path.isfile(
+            os.path.join(model_folder, "train_log.txt")) else ""
+        logger.warning("system %r: %s has no %s%s; the page shows no training curve for it", name, model_folder,
+                       TRAIN_LOG, old)
+        log = None
     return DemoSystem(name, sep, log, hparams.get("num_spks"))
 
 
 # --------------------------------------------------------------------------- training logs
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+#: The training log the page plots (:func:`nass.curves.append_train_log` writes it in every run).
+TRAIN_LOG = "train_log.jsonl"
 
 
 def parse_train_log(path):
-    """Per-epoch statistics of a SpeechBrain ``FileTrainLogger`` log.
+    """Training statistics of a run's ``train_log.jsonl``, for :func:`plot_training_curves`.
 
-    Lines look like ``epoch: 1, lr: 1.00e-03 - train loss: 18.74, train si-snr: -6.39e+00 -
-    valid loss: 9.81, valid si-snr: -2.34e+00``. Lines without ``epoch:`` (e.g. the final
-    ``Epoch loaded: ... - test ...`` line) and fields that are not numbers are skipped; a
-    later line for the same epoch (a resumed run) replaces the earlier one.
-
-    A ``train_log.jsonl`` (``path`` ending in ``.jsonl``) is read as JSON instead
-    (:func:`_jsonl_records`): then every record also has ``"step"`` (optimiser step).
+    The running training loss every ``log_interval_steps`` steps and each validation
+    (epoch, training and validation loss, validation SI-SNR), read with
+    :func:`nass.curves.read_train_log`. SpeechBrain's text log ``train_log.txt`` holds the
+    same per-epoch numbers and is not read (runs older than the JSON log have no curves).
 
     Parameters
     ----------
     path : str
-        ``train_log.txt`` or ``train_log.jsonl``.
+        A ``train_log.jsonl``.
 
     Returns
     -------
     list of dict
-        Sorted by epoch; each has ``"epoch"`` (int) and every ``"<stage> <stat>"`` key found
-        (``"train loss"``, ``"valid si-snr"``, ...) as float. Missing or unreadable file: ``[]``.
+        Sorted by optimiser step; each has ``"step"``, and ``"epoch"`` for a validation, and
+        every ``"<stage> <stat>"`` key found (``"train loss"``, ``"valid si-snr"``, ...) as
+        float. Losses leave out the PatchNCE term. Missing or unreadable file: ``[]``.
 
-    Example
-    -------
-    >>> import os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "train_log.txt")
-    >>> _ = open(p, "w").write("epoch: 1, lr: 1.00e-03 - train loss: 18.74 - valid loss: 9.81, valid si-snr: -2.34e+00\\n"
-    ...                        "epoch: 2, lr: 1.00e-03 - train loss: 8.5\\n")
-    >>> [(r["epoch"], r.get("valid si-snr")) for r in parse_train_log(p)]
-    [(1, -2.34), (2, None)]
-    """
-    if str(path).endswith(".jsonl"):
-        return _jsonl_records(path)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    by_epoch = {}
-    for line in lines:
-        match = re.match(r"\s*epoch:\s*(\d+)", line)
-        if not match:
-            continue
-        record = {"epoch": int(match.group(1))}
-        for item in re.split(r"\s+-\s+|,\s*", line):
-            key, sep, value = item.partition(":")
-            key, value = key.strip(), value.strip()
-            if not sep or key == "epoch" or not re.fullmatch(_NUMBER, value, flags=re.IGNORECASE):
-                continue
-            record[key] = float(value)
-        by_epoch[record["epoch"]] = record
-    return [by_epoch[k] for k in sorted(by_epoch)]
-
-
-def _jsonl_records(path):
-    """Records of a ``train_log.jsonl`` (:func:`nass.curves.read_train_log`) in the form of
-    :func:`parse_train_log`, with ``"step"`` (optimiser step): the running training loss every
-    ``log_interval_steps`` steps and each validation. Losses leave out the PatchNCE term.
+    Raises
+    ------
+    DemoPageError
+        ``path`` is not a ``.jsonl`` file (e.g. a ``train_log.txt``).
 
     Example
     -------
@@ -214,9 +188,17 @@ def _jsonl_records(path):
     >>> p = os.path.join(tempfile.mkdtemp(), "train_log.jsonl")
     >>> _ = open(p, "w").write('{"optimizer_step": 50, "lr": 0.1, "train_running": {"loss": 2.0, "nce_loss": 1.5}}\\n'
     ...                        '{"epoch": 1, "optimizer_step": 80, "lr": 0.1, "train": null, "valid": {"loss": 1.0, "si-snr": 3.0}}\\n')
-    >>> _jsonl_records(p)
+    >>> parse_train_log(p)
     [{'step': 50, 'train loss': 0.5}, {'step': 80, 'epoch': 1, 'valid loss': 1.0, 'valid si-snr': 3.0}]
     """
+    if not str(path).endswith(".jsonl"):
+        raise DemoPageError(f"{path}: only a {TRAIN_LOG} is read (SpeechBrain's train_log.txt is not); "
+                            "give the run's train_log.jsonl")
+    return _jsonl_records(path)
+
+
+def _jsonl_records(path):
+    """The records of :func:`parse_train_log` (without the suffix check)."""
     from nass.curves import _value, read_train_log
 
     try:
@@ -454,75 +436,63 @@ def select_examples(rows, num_examples, seed=0):
     return [rows[i] for i in picked]
 
 
-def _peak_safe(x):
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    return x * (0.99 / peak) if peak > 1.0 else x
-
-
 def _db(est, ref):
     return float(si_snr(torch.as_tensor(est, dtype=torch.float32), torch.as_tensor(ref, dtype=torch.float32)))
 
 
 def _fit(x, n):
-    x = np.asarray(x, dtype=np.float32)
-    return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
+    return fit_samples(np.asarray(x, dtype=np.float32), n)
 
 
 # --------------------------------------------------------------------------- page
-_CHECK_SCRIPT = """
-<script>
-// Marks images / audio that fail to load: <body data-media-ok, -broken, -pending> and #media-check.
-(function () {
-  function check() {
-    var ok = 0, broken = [], pending = 0;
-    document.querySelectorAll("img").forEach(function (el) {
-      if (!el.complete) { pending++; } else if (el.naturalWidth > 0) { ok++; } else { broken.push(el.getAttribute("src")); }
-    });
-    document.querySelectorAll("audio").forEach(function (el) {
-      if (el.error || el.networkState === HTMLMediaElement.NETWORK_NO_SOURCE) { broken.push(el.getAttribute("src")); }
-      else if (el.readyState >= 1) { ok++; } else { pending++; }
-    });
-    var b = document.body;
-    b.dataset.mediaOk = ok; b.dataset.mediaBroken = broken.length; b.dataset.mediaPending = pending;
-    var out = document.getElementById("media-check");
-    out.textContent = broken.length ? "Missing media: " + broken.join(", ")
-      : (pending ? "Loading media (" + pending + " pending)" : "All " + ok + " images and audio files loaded.");
-    out.className = broken.length ? "bad" : "";
-  }
-  document.querySelectorAll("audio").forEach(function (el) {
-    ["loadedmetadata", "error"].forEach(function (ev) { el.addEventListener(ev, check); });
-  });
-  document.querySelectorAll("img").forEach(function (el) {
-    ["load", "error"].forEach(function (ev) { el.addEventListener(ev, check); });
-  });
-  window.addEventListener("load", check);
-  check();
-})();
-</script>
-"""
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin-bottom: 1em; }
-th, td { border: 1px solid #ddd; padding: 4px; text-align: center; vertical-align: top; font-size: 0.85em; }
-th { background: #f4f4f4; }
-td img { display: block; width: 240px; height: 160px; }
-audio { width: 240px; height: 32px; }
-.score { font-variant-numeric: tabular-nums; }
-.label { text-align: left; font-weight: bold; min-width: 8em; }
-.muted { color: #888; font-size: 0.85em; }
-#media-check { color: #486; font-size: 0.8em; } #media-check.bad { color: #c00; font-weight: bold; }
-"""
+#: The page template (jinja2), a file of this package (``package_data`` in ``setup.py``).
+TEMPLATE = "page.html"
 
 
-def _cell(img, audio, caption, attrs=""):
-    """One table cell: spectrogram, player, caption (all escaped)."""
-    return (
-        f'<td{attrs}><img src="{html.escape(img, quote=True)}" alt="spectrogram">'
-        f'<audio controls preload="metadata" src="{html.escape(audio, quote=True)}"></audio>'
-        f'<div class="score">{html.escape(caption)}</div></td>'
+def _cell(img, audio, caption):
+    """One table cell of the template: spectrogram, player and caption (escaped when rendered)."""
+    return {"img": img, "audio": audio, "caption": caption}
+
+
+def render_page(**context):
+    """Render :data:`TEMPLATE` (``nass_demo/templates/page.html``) with autoescaping.
+
+    Every string the template prints is escaped with :func:`html.escape` (quotes included).
+
+    Parameters
+    ----------
+    **context
+        The template's variables (listed at its top; :func:`make_demo_page` builds them).
+        A variable the template uses and ``context`` lacks raises
+        ``jinja2.exceptions.UndefinedError``.
+
+    Returns
+    -------
+    str
+        The HTML page.
+
+    Example
+    -------
+    >>> html = render_page(title="a <b>", num_examples=0, seed=0, dynamic_range_db=80.0,
+    ...                    has_curves=False, summary=[], sections=[])
+    >>> "<title>a &lt;b&gt;</title>" in html, 'id="media-check"' in html
+    (True, True)
+    """
+    import html
+
+    import jinja2
+    import markupsafe
+
+    def escape(value):  # the standard library's escaping (&#x27; and &quot;), as the page always had
+        if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+            return markupsafe.Markup(html.escape(value, quote=True))
+        return value
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")),
+        autoescape=True, finalize=escape, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
     )
+    return env.get_template(TEMPLATE).render(**context)
 
 
 def make_demo_page(rows, systems, out_dir, num_examples=5, seed=0, num_spks=None, title="nass listening demo",
@@ -667,63 +637,38 @@ def make_demo_page(rows, systems, out_dir, num_examples=5, seed=0, num_spks=None
         specs = [log_spectrogram(w, rate) for w in all_wavs]
         vmax = max(float(sp.max()) for sp in specs)
         vmin = vmax - DYNAMIC_RANGE_DB
-        duration = n / rate
         spec_iter = iter(specs)
 
         def media(name, wav):
             rel_img, rel_wav = f"img/{stem}_{name}.png", f"audio/{stem}_{name}.wav"
             save_spectrogram(next(spec_iter), out(rel_img), vmin, vmax)
-            write_audio(out(rel_wav), _peak_safe(np.asarray(wav, dtype=np.float32)), rate)
+            write_audio(out(rel_wav), limit_peak(np.asarray(wav, dtype=np.float32)), rate)
             return rel_img, rel_wav
 
         has_noise_col = noise_ref is not None or any(nc for _, _, nc in system_cells)
-        columns = [f"Speaker {j + 1}" for j in range(num_spks)] + (["Noise"] if has_noise_col else [])
-        nrows = 1 + len(systems)
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in ["Mixture", ""] + columns)
         img, wav = media("mix", mix)
         mix_caption = "input; SI-SNR vs " + ", ".join(f"{k}: {v:.1f} dB" for k, v in zip(spk_labels, mix_scores))
-        body = ["<tr>" + _cell(img, wav, mix_caption, f' rowspan="{nrows}"') + '<td class="label">Reference</td>']
-        for key, _label, wav_data, caption in ref_cells[1:]:
-            body.append(_cell(*media(f"ref_{key}", wav_data), caption))
-        if has_noise_col and noise_ref is None:
-            body.append('<td class="muted">no noise reference</td>')
-        body.append("</tr>")
+        section = {
+            "id": str(row["ID"]), "duration": n / rate, "rate": rate,
+            "columns": ["Mixture", ""] + [f"Speaker {j + 1}" for j in range(num_spks)] + (["Noise"] if has_noise_col else []),
+            "mix": _cell(img, wav, mix_caption),
+            "refs": [_cell(*media(f"ref_{key}", wav_data), caption) for key, _label, wav_data, caption in ref_cells[1:]],
+            "has_noise_col": has_noise_col, "has_noise_ref": noise_ref is not None, "systems": [],
+        }
         for k, (s, cells, noise_cell) in enumerate(system_cells):
             safe_sys = f"m{k}_" + re.sub(r"[^A-Za-z0-9._-]", "_", s.name)[:30]  # index: distinct even if names sanitise alike
-            row_html = [f'<tr><td class="label">{html.escape(s.name)}</td>']
-            for key, wav_data, caption in cells:
-                row_html.append(_cell(*media(f"{safe_sys}_{key}", wav_data), caption))
-            if noise_cell is not None:
-                row_html.append(_cell(*media(f"{safe_sys}_noise", noise_cell[1]), noise_cell[2]))
-            elif has_noise_col:
-                row_html.append('<td class="muted">no noise output</td>')
-            body.append("".join(row_html) + "</tr>")
-        sections.append(
-            f'<h2>Example {index + 1}: <code>{html.escape(str(row["ID"]))}</code> '
-            f'<span class="muted">({duration:.2f} s, {rate} Hz)</span></h2>\n'
-            f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
-        )
+            section["systems"].append({
+                "name": s.name,
+                "cells": [_cell(*media(f"{safe_sys}_{key}", wav_data), caption) for key, wav_data, caption in cells],
+                "noise": None if noise_cell is None else _cell(*media(f"{safe_sys}_noise", noise_cell[1]), noise_cell[2]),
+            })
+        sections.append(section)
 
-    summary_rows = "".join(
-        f"<tr><td class='label'>{html.escape(name)}</td><td class='score'>{np.mean([v[0] for v in vals]):.2f}</td>"
-        f"<td class='score'>{np.mean([v[1] for v in vals]):+.2f}</td></tr>"
-        for name, vals in summary.items()
-    )
-    curves_html = (
-        '<h2>Training curves</h2><p><img src="img/curves.png" alt="training curves" style="max-width:100%"></p>'
-        if has_curves else '<p class="muted">No training log with epochs was found.</p>'
-    )
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n"
-        f"<p>{len(examples)} mixture(s) drawn (seed {int(seed)}) from the test split; estimates are aligned to the "
-        "references by the best-SI-SNR permutation. Spectrograms: log-magnitude, 32 ms Hann window, 0 Hz (bottom) "
-        "to half the sampling rate (top), time left to right, same colour scale within an example "
-        f"({DYNAMIC_RANGE_DB:.0f} dB range). SI-SNRi is relative to the mixture.</p>\n"
-        f"{curves_html}\n<h2>Mean over the examples shown</h2>\n<table><tr><th>System</th><th>SI-SNR (dB)</th>"
-        f"<th>SI-SNRi (dB)</th></tr>{summary_rows}</table>\n" + "\n".join(sections)
-        + '\n<p id="media-check"></p>\n' + _CHECK_SCRIPT + "</body></html>\n"
+    page = render_page(
+        title=title, num_examples=len(examples), seed=int(seed), dynamic_range_db=DYNAMIC_RANGE_DB,
+        has_curves=has_curves, sections=sections,
+        summary=[{"name": name, "si_snr": float(np.mean([v[0] for v in vals])),
+                  "si_snr_i": float(np.mean([v[1] for v in vals]))} for name, vals in summary.items()],
     )
     index_path = os.path.join(out_dir, "index.html")
     with atomic_write(index_path) as tmp:
@@ -784,7 +729,7 @@ def build_parser():
     p.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                    help="trained separator folder; repeat for several systems")
     p.add_argument("--corrector", action="append", default=[], metavar="NAME=SEP:CORR:MODE",
-                   help="separator folder + GeCo corrector folder + mode (fast-geco|geco)")
+                   help="separator folder + GeCo corrector folder + mode (" + "|".join(CORRECTION_MODES) + ")")
     p.add_argument("--num_examples", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/demo")
@@ -816,14 +761,15 @@ def main(argv=None):
             name, value = _name_value(c, "--corrector")
             parts = value.rsplit(":", 2)
             if len(parts) != 3:
-                raise DemoPageError(f"--corrector {c!r}: expected NAME=<separator folder>:<corrector folder>:<fast-geco|geco>.")
+                raise DemoPageError(f"--corrector {c!r}: expected NAME=<separator folder>:<corrector folder>:"
+                                    f"<{'|'.join(CORRECTION_MODES)}>.")
             specs.append((name, parts[0], parts[1], parts[2]))
         if args.manifest:
             num_spks = num_spks_of_manifest(args.manifest)
             manifest = args.manifest
         systems = []
         for name, folder, corr, mode in specs:
-            systems.append(load_system(name, folder, corr, mode or "fast-geco", args.correction_steps, args.device))
+            systems.append(load_system(name, folder, corr, mode or DEFAULT_MODE, args.correction_steps, args.device))
         if not args.manifest:
             rate = args.sample_rate or systems[0].separator.sample_rate
             num_spks = int(systems[0].num_spks or 2)

@@ -28,15 +28,16 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 import zlib
 from fractions import Fraction
 from math import gcd
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import firwin, lfilter, resample_poly
+from scipy.signal import firwin, lfilter
 
-from nass.dataio.audio import AudioError, atomic_write, read_audio, write_audio
+from nass.dataio.audio import AudioError, atomic_write, audio_info, read_audio, resample_polyphase, write_audio
 
 SAMPLE_RATE = 8000
 #: Utterance length range in seconds (prompts are joined until a length drawn in it).
@@ -398,13 +399,13 @@ def _lowpass(up, down):
 
 
 def _resample(x, orig_sr, target_sr):
-    """``scipy.signal.resample_poly`` (as :func:`nass.dataio.mixing.resample`), cached filter."""
+    """:func:`nass.dataio.audio.resample_polyphase` of float64 samples, with a cached filter."""
     x = np.asarray(x, dtype=np.float64)
     g = gcd(int(orig_sr), int(target_sr))
     up, down = int(target_sr) // g, int(orig_sr) // g
     if up == down:
         return x
-    return resample_poly(x, up, down, window=_lowpass(up, down))
+    return resample_polyphase(x, orig_sr, target_sr, window=_lowpass(up, down))
 
 
 def read_any(path, sample_rate=SAMPLE_RATE, max_seconds=None):
@@ -438,14 +439,13 @@ def read_any(path, sample_rate=SAMPLE_RATE, max_seconds=None):
         x = x[:, 0] if x.ndim == 2 else x
     else:
         try:
-            with sf.SoundFile(path) as f:
-                rate = f.samplerate
-                n = f.frames if max_seconds is None else min(f.frames, int(max_seconds * rate))
-                x = f.read(frames=n, dtype="float64", always_2d=True).mean(axis=1)
-        except Exception as exc:
-            raise AudioError(f"{path}: cannot be decoded as audio ({exc}); reinstall its package.") from exc
-        if not np.isfinite(x).all():
-            raise AudioError(f"{path}: contains NaN or Inf samples; reinstall its package.")
+            info = audio_info(path)
+            stop = None if max_seconds is None else min(info.frames, int(max_seconds * info.samplerate))
+            with warnings.catch_warnings():  # stereo music and noise: the channels averaged, silently
+                warnings.filterwarnings("ignore", message=".*channels mixed down to mono")
+                x, rate = read_audio(path, mono="mix", stop=stop, dtype="float64")
+        except AudioError as exc:
+            raise AudioError(f"{exc} (a file of a Debian package: reinstall its package)") from exc
     if x.size == 0:
         raise AudioError(f"{path}: no samples")
     return _resample(x, rate, sample_rate)
@@ -1016,8 +1016,8 @@ def synthesize_voice(voice, out_wav, text, timeout=300):
     if r.returncode != 0 or not os.path.exists(out_wav):
         return False
     try:
-        x, _ = sf.read(out_wav)
-    except Exception:
+        x, _ = read_audio(out_wav, mono="keep", dtype="float64")
+    except (AudioError, RuntimeError):
         return False
     return x.size > 8000 and float(np.max(np.abs(x))) > 1e-3
 
@@ -1241,7 +1241,7 @@ def build_demo_corpus(out_dir="data/demo", n_train=3000, n_dev=300, n_test=300, 
         generate_split(su, noise_split[split], root, split, counts[split], num_spks=2, sample_rate=SAMPLE_RATE,
                        modes=("min",), seed=seed, num_workers=num_workers)
         mix_dir = os.path.join(root, "wav8k", "min", split, "mix_both")
-        frames = sum(sf.info(os.path.join(mix_dir, f)).frames for f in os.listdir(mix_dir) if f.endswith(".wav"))
+        frames = sum(audio_info(os.path.join(mix_dir, f)).frames for f in os.listdir(mix_dir) if f.endswith(".wav"))
         spk_here = [s for s in voices if split_of[s] == split]
         splits[split] = {
             "speakers": {k: sum(voices[s]["kind"] == k for s in spk_here) for k in ("real", "synthetic", "pseudo")},
