@@ -28,6 +28,9 @@ ALLOWED_LITERALS = {
     ("nass/correction/modes.py", "fast-geco"): "the registry itself",
     ("nass/correction/model.py", "fast-geco"): "the name of a training objective of GeCoModel.forward (OBJECTIVES)",
     ("nass/reproduce.py", "geco"): "the key of the paper in PAPERS and its rows, not a mode",
+    ("tools/make_recipe_hparams.py", "geco"): "recipe file and block names (geco.yaml, methods/geco.yaml) "
+    "and the GeCo paper's training split; its rows are checked against the registry",
+    ("tools/make_recipe_hparams.py", "fast-geco"): "recipe file and block names, one row per mode",
 }
 
 

@@ -193,3 +193,14 @@ def test_the_generators_examples_run():
     import doctest
 
     assert doctest.testmod(tool).failed == 0
+
+
+def test_the_correction_recipes_are_the_registrys_modes():
+    from nass.correction.modes import MODES, get_mode
+
+    assert set(tool.CORRECTION_MODES) == set(MODES)
+    for mode, row in tool.CORRECTION_MODES.items():
+        if row.get("starts_from"):
+            get_mode(row["starts_from"])  # a mode the registry knows
+    written = {os.path.basename(p)[: -len(".yaml")].replace("-tiny", "") for p in tool.CORRECTION}
+    assert written == set(MODES)

@@ -483,6 +483,7 @@ CORRECTION_MODES = {
     "fast-geco": dict(
         title="Fast-GeCo: GeCo fine-tuned to ONE reverse step with an SI-SNR loss",
         reference_files="fastgeco/model.py, train-fastgeco.py",
+        starts_from="geco",  # fine-tunes a trained GeCo corrector: its Run example names that run
     ),
 }
 # path: data block, mode, TINY or not, the --data_folder of the Run example (None: the YAML's)
@@ -528,11 +529,13 @@ def render_correction(path, data, mode, tiny, data_title, data_example):
     recipe = path.split("/hparams/")[0]
     separator = f"results/sepformer{'-tiny' if tiny else ''}-noise/1234"
     args = ([f"--data_folder={data_example}"] if data_example else []) + [f"--separator_folder={separator}"]
-    if mode == "fast-geco":
-        args.append(f"--geco_folder=results/correction/geco{'-tiny' if tiny else ''}/1234")
+    starts_from = CORRECTION_MODES[mode].get("starts_from")
+    if starts_from:
+        args.append(f"--geco_folder=results/correction/{starts_from}{'-tiny' if tiny else ''}/1234")
         run = " (after the GeCo run):\n#   python " + f"{recipe}/train.py {path} \\\n#       " + " \\\n#       ".join(args)
     else:
-        fast = os.path.relpath(os.path.join(os.path.dirname(path), f"fast-geco{'-tiny' if tiny else ''}.yaml"), recipe)
+        (then,) = [m for m, row in CORRECTION_MODES.items() if row.get("starts_from") == mode]
+        fast = os.path.relpath(os.path.join(os.path.dirname(path), f"{then}{'-tiny' if tiny else ''}.yaml"), recipe)
         run = f":   python {recipe}/train.py {path} \\\n#            " + " ".join(args)
         run += f"\n# Then Fast-GeCo: {fast} --geco_folder=<this run's output_folder>"
     variables = dict(
