@@ -436,3 +436,121 @@ def fit_length(wav, length):
     if cur >= length:
         return wav[..., :length]
     return torch.nn.functional.pad(wav, (0, length - cur))
+
+
+class STFTMaskingSeparator(torch.nn.Module):
+    """Time-frequency masking separator: STFT, mask network on compressed magnitudes, iSTFT.
+
+    The mask network sees ``|X|^power`` of the mixture's STFT ``X`` (``[batch, F, L]``,
+    ``F = n_fft // 2 + 1``) and gives one non-negative mask per output; an output is
+    ``mask * |X|^power`` in the compressed domain, i.e. the spectrum ``mask^(1/power) * X``
+    (the mixture's phase), turned back into a waveform by the inverse STFT. A 32 ms window
+    resolves the harmonics of a voice (31 Hz bins at 8 kHz), which a 4 ms learned encoder
+    does not; on short CPU budgets this representation learns faster (``docs/results.md``,
+    'The demo configuration'). The STFT runs in float32 even under autocast.
+
+    Same contract as :class:`MaskingSeparator` (:class:`SeparationModel`): ``mix_w`` and
+    ``encode(wav)`` are compressed magnitudes ``[batch, F, L]``; ``masked_reps`` the
+    outputs in that space, so PatchNCE compares an output with ``encode(s_j)`` of its
+    target. No learned encoder (``encoder_parameters()`` is empty), no enhancer.
+
+    Parameters
+    ----------
+    masknet : torch.nn.Module
+        Maps ``[batch, F, L]`` to ``[num_masks, batch, F, L]`` (e.g. ``Dual_Path_Model``
+        with ``in_channels = n_fft // 2 + 1``).
+    num_spks : int
+        Number of speakers.
+    noise_target : {"none", "extra_output"}
+        ``"extra_output"``: the last mask gives the noise estimate (NASS).
+    n_fft : int
+        Window and FFT length in samples (Hann window).
+    hop_length : int
+        Frame shift in samples.
+    power : float
+        Magnitude compression of the mask network's input (0 < power <= 1).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``noise_target``, ``power`` outside (0, 1], a mask network built with the
+        wrong number of outputs, or a mix that is not ``[batch, time]``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.lobes.models.dual_path import Dual_Path_Model, SBRNNBlock
+    >>> block = SBRNNBlock(input_size=16, hidden_channels=8, num_layers=1, bidirectional=True)
+    >>> masknet = Dual_Path_Model(129, 16, block, block, num_layers=1, K=20, num_spks=3)
+    >>> model = STFTMaskingSeparator(masknet, num_spks=2, noise_target="extra_output")
+    >>> out = model(torch.randn(2, 1603))
+    >>> out.est_sources.shape, out.est_noise.shape, out.mix_w.shape
+    (torch.Size([2, 1603, 2]), torch.Size([2, 1603]), torch.Size([2, 129, 26]))
+    """
+
+    def __init__(self, masknet, num_spks, noise_target="none", n_fft=256, hop_length=64, power=0.5):
+        super().__init__()
+        if noise_target not in NOISE_TARGETS:
+            raise ValueError(f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}")
+        if not 0 < power <= 1:
+            raise ValueError(f"power must be in (0, 1], got {power}")
+        self.masknet = masknet
+        self.num_spks = int(num_spks)
+        self.noise_target = noise_target
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length)
+        self.power = float(power)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        declared = declared_num_masks(masknet)
+        if declared is not None and declared != self.num_masks:
+            raise ValueError(
+                f"the mask network gives {declared} masks but num_spks={self.num_spks} with "
+                f"noise_target={noise_target!r} needs {self.num_masks} (the recipe YAMLs: num_masks)"
+            )
+
+    num_masks = MaskingSeparator.num_masks
+    has_enhancer = False
+
+    def enhancement_shared_parameters(self):
+        """Not available: this separator has no enhancer.
+
+        Raises
+        ------
+        ValueError
+            Always.
+        """
+        raise ValueError("enhancement_shared_parameters: this separator has no enhancer")
+
+    def encoder_parameters(self):
+        """Empty: the STFT has no weights (``freeze_encoder: True`` is refused)."""
+        return []
+
+    def _stft(self, wav):
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return torch.stft(wav.float(), self.n_fft, self.hop_length, window=self.window,
+                              center=True, return_complex=True)
+
+    def encode(self, wav):
+        """Compressed magnitude ``|STFT(wav)|^power``, ``[batch, F, L]``, of ``[batch, time]``."""
+        return self._stft(wav).abs().clamp_min(1e-8).pow(self.power)
+
+    def forward(self, mix):
+        """Separate ``[batch, time]`` mixtures; returns a :class:`SeparationOutput`."""
+        if mix.dim() != 2:
+            raise ValueError(f"STFTMaskingSeparator expects mix of shape [batch, time], got {tuple(mix.shape)}")
+        spec = self._stft(mix)  # [B, F, L] complex
+        mix_w = spec.abs().clamp_min(1e-8).pow(self.power)
+        masks = self.masknet(mix_w)
+        if masks.shape[0] != self.num_masks:
+            raise ValueError(f"the mask network gave {masks.shape[0]} masks, {self.num_masks} needed")
+        masked_reps = mix_w.unsqueeze(0) * masks  # [M, B, F, L]
+        num_masks, batch = masks.shape[:2]
+        with torch.autocast(device_type=mix.device.type, enabled=False):
+            gains = masks.float().clamp_min(0).pow(1.0 / self.power)
+            est_spec = (gains * spec.unsqueeze(0)).flatten(0, 1)
+            decoded = torch.istft(est_spec, self.n_fft, self.hop_length, window=self.window,
+                                  center=True, length=mix.shape[-1])
+        decoded = decoded.view(num_masks, batch, -1).permute(1, 2, 0)  # [B, T, M]
+        est_sources = decoded[..., : self.num_spks]
+        est_noise = decoded[..., self.num_spks] if self.noise_target == "extra_output" else None
+        return SeparationOutput(est_sources, est_noise, mix_w, None, masked_reps, encode=self.encode)

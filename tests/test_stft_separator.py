@@ -1,0 +1,62 @@
+"""STFTMaskingSeparator: reconstruction, mask-count check, autocast, gradients."""
+
+import pytest
+import torch
+
+from nass.separation import STFTMaskingSeparator, SeparationModel
+
+
+class ConstantMasks(torch.nn.Module):
+    """Mask network stand-in: every mask equals ``value`` (keeps a parameter for gradients)."""
+
+    def __init__(self, num_masks, value):
+        super().__init__()
+        self.num_masks = num_masks
+        self.value = torch.nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x):
+        return self.value * torch.ones((self.num_masks,) + tuple(x.shape))
+
+
+def test_unit_masks_give_back_the_mixture():
+    torch.manual_seed(0)
+    mix = torch.randn(2, 4001)
+    model = STFTMaskingSeparator(ConstantMasks(3, 1.0), num_spks=2, noise_target="extra_output")
+    out = model(mix)
+    assert isinstance(model, SeparationModel)
+    assert out.est_sources.shape == (2, 4001, 2) and out.est_noise.shape == (2, 4001)
+    assert torch.allclose(out.est_sources[..., 0], mix, atol=1e-4)
+    assert torch.allclose(out.est_noise, mix, atol=1e-4)
+
+
+def test_mask_value_is_applied_in_the_compressed_domain():
+    mix = torch.randn(1, 2000)
+    out = STFTMaskingSeparator(ConstantMasks(2, 0.5), num_spks=2, power=0.5)(mix)
+    # mask 0.5 on |X|^0.5 is a gain of 0.5 ** 2 on the spectrum
+    assert torch.allclose(out.est_sources[..., 1], 0.25 * mix, atol=1e-4)
+    assert torch.allclose(out.masked_reps[0], 0.5 * out.mix_w)
+    assert torch.allclose(out.encode(mix), out.mix_w)
+
+
+def test_wrong_mask_count_and_power_are_refused():
+    from speechbrain.lobes.models.dual_path import Dual_Path_Model, SBRNNBlock
+
+    block = SBRNNBlock(input_size=8, hidden_channels=4, num_layers=1, bidirectional=True)
+    masknet = Dual_Path_Model(129, 8, block, block, num_layers=1, K=10, num_spks=2)
+    with pytest.raises(ValueError, match="needs 3"):
+        STFTMaskingSeparator(masknet, num_spks=2, noise_target="extra_output")
+    with pytest.raises(ValueError, match="power"):
+        STFTMaskingSeparator(masknet, num_spks=2, power=2.0)
+    with pytest.raises(ValueError, match="shape"):
+        STFTMaskingSeparator(masknet, num_spks=2)(torch.randn(2, 1, 100))
+
+
+def test_bf16_autocast_keeps_the_stft_in_float32_and_gradients_flow():
+    model = STFTMaskingSeparator(ConstantMasks(2, 0.8), num_spks=2)
+    mix = torch.randn(2, 3000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(mix)
+    assert out.est_sources.dtype == torch.float32 and torch.isfinite(out.est_sources).all()
+    out.est_sources.pow(2).mean().backward()
+    assert model.masknet.value.grad is not None and model.masknet.value.grad.abs() > 0
+    assert model.encoder_parameters() == []
