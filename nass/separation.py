@@ -390,10 +390,14 @@ class MaskingSeparator(torch.nn.Module):
         num_masks, batch = masked_reps.shape[:2]
         decoded = self.decoder(masked_reps.flatten(0, 1))  # [M*B, T']
         decoded = fit_length(decoded, mix.shape[-1]).view(num_masks, batch, -1)
-        decoded = decoded.permute(1, 2, 0)  # [B, T, M]
-        est_sources = decoded[..., : self.num_spks]
-        est_noise = decoded[..., self.num_spks] if self.noise_target == "extra_output" else None
+        est_sources, est_noise = self._split_outputs(decoded)
         return SeparationOutput(est_sources, est_noise, mix_w, enhanced_w, masked_reps, encode=self.encode)
+
+    def _split_outputs(self, decoded):
+        """``[M, B, T]`` decoded outputs -> ``est_sources [B, T, num_spks]``, ``est_noise [B, T]`` or None."""
+        decoded = decoded.permute(1, 2, 0)  # [B, T, M]
+        est_noise = decoded[..., self.num_spks] if self.noise_target == "extra_output" else None
+        return decoded[..., : self.num_spks], est_noise
 
 
 def declared_num_masks(masknet):
@@ -447,7 +451,12 @@ class STFTMaskingSeparator(torch.nn.Module):
     (the mixture's phase), turned back into a waveform by the inverse STFT. A 32 ms window
     resolves the harmonics of a voice (31 Hz bins at 8 kHz), which a 4 ms learned encoder
     does not; on short CPU budgets this representation learns faster (``docs/results.md``,
-    'The demo configuration'). The STFT runs in float32 even under autocast.
+    'An STFT front end'). The STFT runs in float32 even under autocast.
+
+    Source: STFT-magnitude masking with the mixture's phase, as in uPIT (Kolbaek et al.,
+    "Multi-talker speech separation with utterance-level permutation invariant training",
+    IEEE/ACM TASLP 2017, arXiv 1703.06284; 32 ms windows at 8 kHz); the masks here act on
+    power-compressed magnitudes. Times in samples at the model's sample rate.
 
     Same contract as :class:`MaskingSeparator` (:class:`SeparationModel`): ``mix_w`` and
     ``encode(wav)`` are compressed magnitudes ``[batch, F, L]``; ``masked_reps`` the
@@ -503,12 +512,11 @@ class STFTMaskingSeparator(torch.nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         declared = declared_num_masks(masknet)
         if declared is not None and declared != self.num_masks:
-            raise ValueError(
-                f"the mask network gives {declared} masks but num_spks={self.num_spks} with "
-                f"noise_target={noise_target!r} needs {self.num_masks} (the recipe YAMLs: num_masks)"
-            )
+            raise ValueError(self._mask_count_message(declared))
 
     num_masks = MaskingSeparator.num_masks
+    _mask_count_message = MaskingSeparator._mask_count_message
+    _split_outputs = MaskingSeparator._split_outputs
     has_enhancer = False
 
     def enhancement_shared_parameters(self):
@@ -530,19 +538,22 @@ class STFTMaskingSeparator(torch.nn.Module):
             return torch.stft(wav.float(), self.n_fft, self.hop_length, window=self.window,
                               center=True, return_complex=True)
 
+    def _compress(self, spec):
+        return spec.abs().clamp_min(1e-8).pow(self.power)
+
     def encode(self, wav):
         """Compressed magnitude ``|STFT(wav)|^power``, ``[batch, F, L]``, of ``[batch, time]``."""
-        return self._stft(wav).abs().clamp_min(1e-8).pow(self.power)
+        return self._compress(self._stft(wav))
 
     def forward(self, mix):
         """Separate ``[batch, time]`` mixtures; returns a :class:`SeparationOutput`."""
         if mix.dim() != 2:
             raise ValueError(f"STFTMaskingSeparator expects mix of shape [batch, time], got {tuple(mix.shape)}")
         spec = self._stft(mix)  # [B, F, L] complex
-        mix_w = spec.abs().clamp_min(1e-8).pow(self.power)
+        mix_w = self._compress(spec)
         masks = self.masknet(mix_w)
         if masks.shape[0] != self.num_masks:
-            raise ValueError(f"the mask network gave {masks.shape[0]} masks, {self.num_masks} needed")
+            raise ValueError(self._mask_count_message(masks.shape[0]))
         masked_reps = mix_w.unsqueeze(0) * masks  # [M, B, F, L]
         num_masks, batch = masks.shape[:2]
         with torch.autocast(device_type=mix.device.type, enabled=False):
@@ -550,7 +561,5 @@ class STFTMaskingSeparator(torch.nn.Module):
             est_spec = (gains * spec.unsqueeze(0)).flatten(0, 1)
             decoded = torch.istft(est_spec, self.n_fft, self.hop_length, window=self.window,
                                   center=True, length=mix.shape[-1])
-        decoded = decoded.view(num_masks, batch, -1).permute(1, 2, 0)  # [B, T, M]
-        est_sources = decoded[..., : self.num_spks]
-        est_noise = decoded[..., self.num_spks] if self.noise_target == "extra_output" else None
+        est_sources, est_noise = self._split_outputs(decoded.view(num_masks, batch, -1))
         return SeparationOutput(est_sources, est_noise, mix_w, None, masked_reps, encode=self.encode)
