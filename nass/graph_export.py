@@ -62,7 +62,9 @@ class ExportError(ValueError):
 
 
 def encoder_stride(model):
-    """Hop of the separator's encoder in samples (stride of its first ``Conv1d``; 1 without one).
+    """Hop of the separator's encoder in samples: the ``hop_length`` of an STFT front end
+    (:class:`nass.separation.STFTMaskingSeparator`), else the stride of its first ``Conv1d``;
+    1 without either.
 
     Example
     -------
@@ -71,6 +73,8 @@ def encoder_stride(model):
     >>> encoder_stride(m)
     8
     """
+    if isinstance(getattr(model, "hop_length", None), int):
+        return model.hop_length
     encoder = getattr(model, "encoder", model)
     for module in encoder.modules():
         if isinstance(module, torch.nn.Conv1d):

@@ -461,7 +461,11 @@ class STFTMaskingSeparator(torch.nn.Module):
     Same contract as :class:`MaskingSeparator` (:class:`SeparationModel`): ``mix_w`` and
     ``encode(wav)`` are compressed magnitudes ``[batch, F, L]``; ``masked_reps`` the
     outputs in that space, so PatchNCE compares an output with ``encode(s_j)`` of its
-    target. No learned encoder (``encoder_parameters()`` is empty), no enhancer.
+    target. No learned encoder (``encoder_parameters()`` is empty). With an ``enhancer``
+    (unified SE+SS, Hu et al., ICASSP 2023, arXiv 2302.11131) the enhancer's mask acts on
+    the compressed magnitude first (``enhanced_w``, the SE loss compares it with
+    ``encode(mix_clean)``) and the separation masks on the enhanced magnitude; the
+    spectrum gain of an output is then ``(enhancer mask * mask)^(1/power)``.
 
     Parameters
     ----------
@@ -478,12 +482,18 @@ class STFTMaskingSeparator(torch.nn.Module):
         Frame shift in samples.
     power : float
         Magnitude compression of the mask network's input (0 < power <= 1).
+    enhancer : torch.nn.Module, optional
+        One-output mask network ``[batch, F, L] -> [1, batch, F, L]`` (unified SE+SS).
+    noise_input : {"enhanced", "mixture"}
+        With an enhancer and the noise output: the magnitude the noise mask acts on
+        (``enhanced_w``, or ``mix_w`` from before the enhancer). Ignored otherwise.
 
     Raises
     ------
     ValueError
-        Unknown ``noise_target``, ``power`` outside (0, 1], a mask network built with the
-        wrong number of outputs, or a mix that is not ``[batch, time]``.
+        Unknown ``noise_target`` or ``noise_input``, ``power`` outside (0, 1], a mask network
+        (or enhancer) built with the wrong number of outputs, or a mix that is not
+        ``[batch, time]``.
 
     Example
     -------
@@ -497,13 +507,18 @@ class STFTMaskingSeparator(torch.nn.Module):
     (torch.Size([2, 1603, 2]), torch.Size([2, 1603]), torch.Size([2, 129, 26]))
     """
 
-    def __init__(self, masknet, num_spks, noise_target="none", n_fft=256, hop_length=64, power=0.5):
+    def __init__(self, masknet, num_spks, noise_target="none", n_fft=256, hop_length=64, power=0.5,
+                 enhancer=None, noise_input="enhanced"):
         super().__init__()
         if noise_target not in NOISE_TARGETS:
             raise ValueError(f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}")
+        if noise_input not in NOISE_INPUTS:
+            raise ValueError(f"noise_input must be one of {NOISE_INPUTS}, got {noise_input!r}")
         if not 0 < power <= 1:
             raise ValueError(f"power must be in (0, 1], got {power}")
         self.masknet = masknet
+        self.enhancer = enhancer
+        self.noise_input = noise_input
         self.num_spks = int(num_spks)
         self.noise_target = noise_target
         self.n_fft = int(n_fft)
@@ -513,21 +528,28 @@ class STFTMaskingSeparator(torch.nn.Module):
         declared = declared_num_masks(masknet)
         if declared is not None and declared != self.num_masks:
             raise ValueError(self._mask_count_message(declared))
+        declared = declared_num_masks(enhancer)
+        if declared is not None and declared != 1:
+            raise ValueError(f"the enhancer must be a one-output mask network, but it is built with {declared} outputs")
 
     num_masks = MaskingSeparator.num_masks
     _mask_count_message = MaskingSeparator._mask_count_message
     _split_outputs = MaskingSeparator._split_outputs
-    has_enhancer = False
+    has_enhancer = MaskingSeparator.has_enhancer
 
     def enhancement_shared_parameters(self):
-        """Not available: this separator has no enhancer.
+        """The enhancer's parameters: on both the SE and the SS path (gradient modulation).
 
         Raises
         ------
         ValueError
-            Always.
+            Without an enhancer.
         """
-        raise ValueError("enhancement_shared_parameters: this separator has no enhancer")
+        from nass.losses.gradient_modulation import shared_parameters
+
+        if self.enhancer is None:
+            raise ValueError("enhancement_shared_parameters: this separator has no enhancer")
+        return shared_parameters(self.enhancer)
 
     def encoder_parameters(self):
         """Empty: the STFT has no weights (``freeze_encoder: True`` is refused)."""
@@ -551,15 +573,25 @@ class STFTMaskingSeparator(torch.nn.Module):
             raise ValueError(f"STFTMaskingSeparator expects mix of shape [batch, time], got {tuple(mix.shape)}")
         spec = self._stft(mix)  # [B, F, L] complex
         mix_w = self._compress(spec)
-        masks = self.masknet(mix_w)
+        enhanced_w, rep = None, mix_w
+        if self.enhancer is not None:
+            enh_mask = self.enhancer(mix_w)[0]
+            enhanced_w = rep = mix_w * enh_mask
+        masks = self.masknet(rep)
         if masks.shape[0] != self.num_masks:
             raise ValueError(self._mask_count_message(masks.shape[0]))
-        masked_reps = mix_w.unsqueeze(0) * masks  # [M, B, F, L]
+        masked_reps = rep.unsqueeze(0) * masks  # [M, B, F, L]
+        total = masks  # mask of each output relative to mix_w
+        if enhanced_w is not None:
+            total = masks * enh_mask.unsqueeze(0)
+            if self.noise_target == "extra_output" and self.noise_input == "mixture":
+                masked_reps = torch.cat([masked_reps[: self.num_spks], (mix_w * masks[self.num_spks]).unsqueeze(0)])
+                total = torch.cat([total[: self.num_spks], masks[self.num_spks :]])
         num_masks, batch = masks.shape[:2]
         with torch.autocast(device_type=mix.device.type, enabled=False):
-            gains = masks.float().clamp_min(0).pow(1.0 / self.power)
+            gains = total.float().clamp_min(0).pow(1.0 / self.power)
             est_spec = (gains * spec.unsqueeze(0)).flatten(0, 1)
             decoded = torch.istft(est_spec, self.n_fft, self.hop_length, window=self.window,
                                   center=True, length=mix.shape[-1])
         est_sources, est_noise = self._split_outputs(decoded.view(num_masks, batch, -1))
-        return SeparationOutput(est_sources, est_noise, mix_w, None, masked_reps, encode=self.encode)
+        return SeparationOutput(est_sources, est_noise, mix_w, enhanced_w, masked_reps, encode=self.encode)

@@ -39,6 +39,7 @@ FAMILIES = {
     "unified": "dprnn-tiny-unified",
     "unified-gm": "sepformer-tiny-unified-gm",
     "nass-unified-gm": "dprnn-tiny-nass-unified-gm",
+    "stft-noise": "dprnn-stft-tiny-noise",  # the demo model (STFT front end)
 }
 TINY = {
     "distributed_backend": "gloo",
@@ -46,10 +47,15 @@ TINY = {
     "optimizer_step_limit": 2,
     "batch_size": 1,
     "training_signal_len": 2000,  # samples: 0.25 s crops
-    "N_encoder_out": 16,
     "eval_num_workers": 0,
     "n_audio_to_save": 1,
 }
+
+
+def tiny_width(yaml_name):
+    """The size override that shrinks a demo YAML's model: its representation or bottleneck channels."""
+    return {"N_bottleneck": 16} if "-stft-" in yaml_name else {"N_encoder_out": 16}
+
 NCE_TINY = {"num_patches": 16, "nce_proj_dim": 16}
 CAN_ATTRIBUTE = hasattr(os, "geteuid") and os.geteuid() == 0 and os.getegid() != OTHER_GID
 
@@ -66,8 +72,8 @@ def launch(family, data_folder, out, probe_dir, overrides=None, faults=(), timeo
     """
     os.makedirs(probe_dir, exist_ok=True)
     yaml = os.path.join(DEMO, FAMILIES[family] + ".yaml")
-    options = {"data_folder": data_folder, "output_folder": out, **TINY, **(NCE_TINY if "nass" in family else {}),
-               **(overrides or {})}
+    options = {"data_folder": data_folder, "output_folder": out, **TINY, **tiny_width(FAMILIES[family]),
+               **(NCE_TINY if "nass" in family else {}), **(overrides or {})}
     args = [yaml, *(f"--{k}={v}" for k, v in options.items()), "--noprogressbar"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", PROBE, *args]
     env = dict(os.environ, NASS_DDP_PROBE_DIR=str(probe_dir), NASS_DDP_PROBE_GID=str(OTHER_GID),

@@ -16,7 +16,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from conftest import REPO, dominant_hz, synthetic_voice
 from nass.brains.separation import SeparationBrain
 from nass.losses.pit import apply_perm, pit_si_snr
-from nass.separation import MaskingSeparator, fit_length, make_item
+from nass.separation import MaskingSeparator, STFTMaskingSeparator, fit_length, make_item
 
 DEMO = os.path.join(REPO, "recipes", "LibriMix", "separation", "hparams", "demo")
 
@@ -240,7 +240,7 @@ def test_every_yaml_instantiates(path, tmp_path):
     with open(path, encoding="utf-8") as f:
         hp = load_hyperpyyaml(f, {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "o"), "init_from": None})
     sep = hp["separator"]
-    assert isinstance(sep, MaskingSeparator)
+    assert isinstance(sep, (MaskingSeparator, STFTMaskingSeparator))
     assert sep.num_masks == hp["num_spks"] + (hp["noise_target"] == "extra_output")
     if "-tiny" in path:  # run the tiny ones forward too
         out = sep(torch.randn(1, 2000))

@@ -60,3 +60,30 @@ def test_bf16_autocast_keeps_the_stft_in_float32_and_gradients_flow():
     out.est_sources.pow(2).mean().backward()
     assert model.masknet.value.grad is not None and model.masknet.value.grad.abs() > 0
     assert model.encoder_parameters() == []
+
+
+def test_enhancer_mask_multiplies_the_separation_masks():
+    mix = torch.randn(2, 3000)
+    enhancer = ConstantMasks(1, 0.5)
+    model = STFTMaskingSeparator(ConstantMasks(3, 1.0), num_spks=2, noise_target="extra_output", enhancer=enhancer)
+    out = model(mix)
+    assert model.has_enhancer and model.enhancement_shared_parameters() == [enhancer.value]
+    assert torch.allclose(out.enhanced_w, 0.5 * out.mix_w)
+    # enhancer 0.5 and unit separation masks on |X|^0.5: a spectrum gain of 0.25 on every output
+    assert torch.allclose(out.est_sources[..., 0], 0.25 * mix, atol=1e-4)
+    assert torch.allclose(out.est_noise, 0.25 * mix, atol=1e-4)
+    # noise_input="mixture": the noise mask skips the enhancer
+    model.noise_input = "mixture"
+    out = model(mix)
+    assert torch.allclose(out.est_noise, mix, atol=1e-4)
+    assert torch.allclose(out.est_sources[..., 1], 0.25 * mix, atol=1e-4)
+    assert torch.allclose(out.masked_reps[2], out.mix_w)
+
+
+def test_without_enhancer_gradient_modulation_is_refused():
+    model = STFTMaskingSeparator(ConstantMasks(2, 1.0), num_spks=2)
+    assert not model.has_enhancer and model(torch.randn(1, 1000)).enhanced_w is None
+    with pytest.raises(ValueError, match="no enhancer"):
+        model.enhancement_shared_parameters()
+    with pytest.raises(ValueError, match="noise_input"):
+        STFTMaskingSeparator(ConstantMasks(2, 1.0), num_spks=2, noise_input="clean")

@@ -85,11 +85,37 @@ DATASETS = {
 
 # ----------------------------------------------------------------------------- models
 # fragment / enhancer: files in hparams/models/; the TINY sizes are hparams/blocks/sizes/
-# tiny-<model>.yaml (and tiny-enhancer-<model>.yaml for the unified methods)
+# tiny-<model>.yaml (and tiny-enhancer-<model>.yaml for the unified methods). separator: the
+# class of nass.separation and its arguments from the model (SEPARATORS); enhancer_shared:
+# the enhancer's size keys that are the recipe's own; rep_channels: the key of the channel
+# count of the separator's representation (PatchNCE's patches); datasets: where the model
+# has recipes (default: every dataset)
+SEPARATORS = {
+    "MaskingSeparator": [
+        "encoder: !ref <model[encoder]>",
+        "masknet: !ref <model[masknet]>",
+        "decoder: !ref <model[decoder]>",
+    ],
+    "STFTMaskingSeparator": [
+        "masknet: !ref <model[masknet]>",
+        "n_fft: !ref <n_fft>",
+        "hop_length: !ref <hop_length>",
+        "power: !ref <power>",
+    ],
+}
 MODELS = {
     "sepformer": dict(fragment="sepformer.yaml", enhancer="enhancer-sepformer.yaml"),
     "dprnn": dict(fragment="dprnn.yaml", enhancer="enhancer-dprnn.yaml"),
     "convtasnet": dict(fragment="convtasnet.yaml", enhancer=None),
+    # the CPU model of issue 21: TINY recipes only (no paper configuration to follow)
+    "dprnn-stft": dict(
+        fragment="dprnn-stft.yaml",
+        enhancer="enhancer-dprnn-stft.yaml",
+        enhancer_shared=("n_freq",),
+        rep_channels="n_freq",
+        separator="STFTMaskingSeparator",
+        datasets=("demo", "custom-tiny"),
+    ),
 }
 
 # ----------------------------------------------------------------------------- methods
@@ -111,6 +137,7 @@ MODEL_METHODS = {
     "sepformer": list(METHODS),
     "dprnn": list(METHODS),
     "convtasnet": ["", "-noise"],
+    "dprnn-stft": list(METHODS),
 }
 
 # Custom fine-tuning YAMLs (``<model>-tiny<method>-finetune.yaml`` in the custom-tiny folder):
@@ -408,7 +435,8 @@ def compose(base, blocks, variables):
     Example
     -------
     >>> text = compose("separation.yaml", ["methods/gm.yaml"], dict(
-    ...     name="x", blocks="", model_title="", method_title="", data_title="", notes="", model=""))
+    ...     name="x", blocks="", model_title="", method_title="", data_title="", notes="", model="",
+    ...     separator_class="MaskingSeparator", separator_parts=""))
     >>> [line for line in text.splitlines() if line.startswith("backward:")]
     ['backward: gradient_modulation     # plain | gradient_modulation (GM paper: g_SE projected when it conflicts with g_SS)']
     """
@@ -451,6 +479,7 @@ def render_separation(ds_key, model, method, finetune=False):
         blocks.append("finetune.yaml")
     num_spks = int(block_value(f"data/{ds['data']}.yaml", "num_spks"))
     fragment = MODELS[model]
+    separator = fragment.get("separator", "MaskingSeparator")
     variables = dict(
         name=name,
         blocks=_blocks_line("separation.yaml", blocks, [f"hparams/models/{fragment['fragment']}"]),
@@ -459,8 +488,16 @@ def render_separation(ds_key, model, method, finetune=False):
         data_title=ds["title"],
         notes=FINETUNE_NOTES if finetune else "",
         model="\n".join(inline_fragment(fragment["fragment"], "model")),
+        separator_class=separator,
+        rep_channels=fragment.get("rep_channels", "N_encoder_out"),
+        separator_parts="\n".join("    " + line for line in SEPARATORS[separator]),
         enhancer="\n".join(
-            inline_fragment(fragment["enhancer"], "enhancer_model", prefix="enhancer_", shared=("N_encoder_out",))
+            inline_fragment(
+                fragment["enhancer"],
+                "enhancer_model",
+                prefix="enhancer_",
+                shared=fragment.get("enhancer_shared", ("N_encoder_out",)),
+            )
         )
         if fragment["enhancer"]
         else "",
@@ -556,6 +593,8 @@ def all_files():
     out = {}
     for ds_key, ds in DATASETS.items():
         for model, methods in MODEL_METHODS.items():
+            if ds_key not in MODELS[model].get("datasets", DATASETS):
+                continue
             for method in methods:
                 name, text = render_separation(ds_key, model, method)
                 out[os.path.join(ds["folder"], name + ".yaml")] = text
