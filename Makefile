@@ -11,7 +11,7 @@ DEMO_STEPS ?=
 
 .PHONY: demo test venv debs corpus clean-demo
 
-## demo: build the demo corpus, train the tiny noise-aware DPRNN on the CPU, evaluate, print results
+## demo: build the demo corpus, train the tiny noise-aware DPRNN (STFT magnitudes) on the CPU, evaluate, print results
 demo: venv debs
 	$(PY) tools/run_demo.py $(if $(DEMO_STEPS),--steps $(DEMO_STEPS))
 

@@ -93,7 +93,7 @@ def test_own_speakers_to_fine_tuned_model_to_separated_folder(tmp_path, capsys):
 
     corpus = make_corpus(str(tmp_path / "mine"), seed=1)
     model = str(tmp_path / "results" / "mine")
-    yaml = os.path.join(TINY, "dprnn-tiny-noise.yaml")
+    yaml = os.path.join(TINY, "dprnn-stft-tiny-noise.yaml")  # the demo model
     # --data_folder is what create_mixtures.py --out wrote: no split names, no --dataset
     train(yaml, f"--data_folder={corpus}", f"--output_folder={model}", "--optimizer_step_limit=2",
           "--tensorboard=True")
@@ -116,7 +116,7 @@ def test_own_speakers_to_fine_tuned_model_to_separated_folder(tmp_path, capsys):
     second = make_corpus(str(tmp_path / "second"), seed=2)
     tuned = str(tmp_path / "results" / "tuned")
     capsys.readouterr()
-    train(os.path.join(TINY, "dprnn-tiny-noise-finetune.yaml"), f"--data_folder={second}",
+    train(os.path.join(TINY, "dprnn-stft-tiny-noise-finetune.yaml"), f"--data_folder={second}",
           f"--init_from={model}", f"--output_folder={tuned}", "--optimizer_step_limit=2")
     printed = capsys.readouterr().out
     assert "0 new, 0 unused" in printed  # same architecture: every tensor loaded

@@ -143,7 +143,7 @@ MODEL_METHODS = {
 # Custom fine-tuning YAMLs (``<model>-tiny<method>-finetune.yaml`` in the custom-tiny folder):
 # the architecture of the demo model (tools/run_demo.py) plus hparams/blocks/finetune.yaml (a
 # tenth of its peak rate, a short budget); every other YAML fine-tunes too with --init_from
-FINETUNE = [("dprnn", "-noise")]
+FINETUNE = [("dprnn", "-noise"), ("dprnn-stft", "-noise")]  # the previous demo model, and today's
 FINETUNE_LR_FACTOR = 0.1
 FINETUNE_NOTES = (
     "# Fine-tuning: --init_from=<trained model or training folder> (matching weights are copied,\n"

@@ -3,8 +3,8 @@
 
 1. Build the demo corpus from Debian recordings if it is not there
    (``tools/build_demo_corpus.py``: 8 kHz, Libri2Mix-shaped, speaker-disjoint splits).
-2. Train the tiny noise-aware DPRNN
-   (``recipes/LibriMix/separation/hparams/demo/dprnn-tiny-noise.yaml``) for the YAML's
+2. Train the tiny noise-aware DPRNN on STFT magnitudes
+   (``recipes/LibriMix/separation/hparams/demo/dprnn-stft-tiny-noise.yaml``) for the YAML's
    step budget (``optimizer_step_limit``; ``--steps`` changes it and the schedule with it),
    with bf16 autocast where the CPU supports it (``precision: auto``).
 3. Evaluate the best checkpoint on the test split (voices never heard in training):
@@ -24,8 +24,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-YAML = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo", "dprnn-tiny-noise.yaml")
-MODEL_NAME = "tiny noise-aware DPRNN"
+YAML = os.path.join(ROOT, "recipes", "LibriMix", "separation", "hparams", "demo", "dprnn-stft-tiny-noise.yaml")
+MODEL_NAME = "tiny noise-aware DPRNN on STFT magnitudes"
 
 
 def read_training(out):
