@@ -293,13 +293,21 @@ class MaskingSeparator(torch.nn.Module):
         self.enhancer = enhancer
         self.num_spks = int(num_spks)
         self.noise_target = noise_target
-        # a mask network that declares its number of outputs is checked now, not at the first forward
+        self._check_declared_outputs(masknet, enhancer)
+
+    def _check_declared_outputs(self, masknet, enhancer):
+        """A mask network (and enhancer) that declares its number of outputs is checked now, not at the first forward."""
         declared = declared_num_masks(masknet)
         if declared is not None and declared != self.num_masks:
             raise ValueError(self._mask_count_message(declared))
         declared = declared_num_masks(enhancer)
         if declared is not None and declared != 1:
             raise ValueError(f"the enhancer must be a one-output mask network, but it is built with {declared} outputs")
+
+    @property
+    def _noise_on_mixture(self):
+        """Whether the noise mask acts on ``mix_w`` (before the enhancer) rather than on ``enhanced_w``."""
+        return self.enhancer is not None and self.noise_target == "extra_output" and self.noise_input == "mixture"
 
     @property
     def num_masks(self):
@@ -384,7 +392,7 @@ class MaskingSeparator(torch.nn.Module):
         if masks.shape[0] != self.num_masks:
             raise ValueError(self._mask_count_message(masks.shape[0]))
         masked_reps = rep.unsqueeze(0) * masks  # [M, B, N, L]
-        if enhanced_w is not None and self.noise_target == "extra_output" and self.noise_input == "mixture":
+        if self._noise_on_mixture:
             noise_rep = mix_w * masks[self.num_spks]
             masked_reps = torch.cat([masked_reps[: self.num_spks], noise_rep.unsqueeze(0)])
         num_masks, batch = masked_reps.shape[:2]
@@ -525,14 +533,11 @@ class STFTMaskingSeparator(torch.nn.Module):
         self.hop_length = int(hop_length)
         self.power = float(power)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        declared = declared_num_masks(masknet)
-        if declared is not None and declared != self.num_masks:
-            raise ValueError(self._mask_count_message(declared))
-        declared = declared_num_masks(enhancer)
-        if declared is not None and declared != 1:
-            raise ValueError(f"the enhancer must be a one-output mask network, but it is built with {declared} outputs")
+        self._check_declared_outputs(masknet, enhancer)
 
     num_masks = MaskingSeparator.num_masks
+    _check_declared_outputs = MaskingSeparator._check_declared_outputs
+    _noise_on_mixture = MaskingSeparator._noise_on_mixture
     _mask_count_message = MaskingSeparator._mask_count_message
     _split_outputs = MaskingSeparator._split_outputs
     has_enhancer = MaskingSeparator.has_enhancer
@@ -584,7 +589,7 @@ class STFTMaskingSeparator(torch.nn.Module):
         total = masks  # mask of each output relative to mix_w
         if enhanced_w is not None:
             total = masks * enh_mask.unsqueeze(0)
-            if self.noise_target == "extra_output" and self.noise_input == "mixture":
+            if self._noise_on_mixture:
                 masked_reps = torch.cat([masked_reps[: self.num_spks], (mix_w * masks[self.num_spks]).unsqueeze(0)])
                 total = torch.cat([total[: self.num_spks], masks[self.num_spks :]])
         num_masks, batch = masks.shape[:2]
