@@ -30,6 +30,8 @@ import torch
 
 NOISE_TARGETS = ("none", "extra_output")
 NOISE_INPUTS = ("enhanced", "mixture")
+MASK_NORMALIZATIONS = ("none", "sum")  # STFTMaskingSeparator: masks as given, or shared out over the outputs
+_SHARE_EPS = 1e-6  # added to every gain before sharing out: a bin no mask claims is split evenly
 
 
 def source_key(k):
@@ -495,11 +497,20 @@ class STFTMaskingSeparator(torch.nn.Module):
     noise_input : {"enhanced", "mixture"}
         With an enhancer and the noise output: the magnitude the noise mask acts on
         (``enhanced_w``, or ``mix_w`` from before the enhancer). Ignored otherwise.
+    mask_normalization : {"none", "sum"}
+        ``"none"``: the mask network's non-negative masks are used as they are.
+        ``"sum"``: the magnitude gains ``mask^(1/power)`` are divided by their sum over the
+        outputs, so every time-frequency bin of the (enhanced) magnitude is shared out among
+        the outputs (a ratio mask, as the ideal ratio mask of Wang et al., IEEE/ACM TASLP
+        2014, arXiv 1708.07524); with the noise output on, the speakers and the noise then add
+        up to the input spectrum, so the estimates are mixture-consistent (Wisdom et al.,
+        "Differentiable consistency constraints for improved deep speech enhancement",
+        ICASSP 2019, arXiv 1811.08521) by construction.
 
     Raises
     ------
     ValueError
-        Unknown ``noise_target`` or ``noise_input``, ``power`` outside (0, 1], a mask network
+        Unknown ``noise_target``, ``noise_input`` or ``mask_normalization``, ``power`` outside (0, 1], a mask network
         (or enhancer) built with the wrong number of outputs, or a mix that is not
         ``[batch, time]``.
 
@@ -516,8 +527,10 @@ class STFTMaskingSeparator(torch.nn.Module):
     """
 
     def __init__(self, masknet, num_spks, noise_target="none", n_fft=256, hop_length=64, power=0.5,
-                 enhancer=None, noise_input="enhanced"):
+                 enhancer=None, noise_input="enhanced", mask_normalization="none"):
         super().__init__()
+        if mask_normalization not in MASK_NORMALIZATIONS:
+            raise ValueError(f"mask_normalization must be one of {MASK_NORMALIZATIONS}, got {mask_normalization!r}")
         if noise_target not in NOISE_TARGETS:
             raise ValueError(f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}")
         if noise_input not in NOISE_INPUTS:
@@ -532,6 +545,7 @@ class STFTMaskingSeparator(torch.nn.Module):
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)
         self.power = float(power)
+        self.mask_normalization = mask_normalization
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self._check_declared_outputs(masknet, enhancer)
 
@@ -572,6 +586,15 @@ class STFTMaskingSeparator(torch.nn.Module):
         """Compressed magnitude ``|STFT(wav)|^power``, ``[batch, F, L]``, of ``[batch, time]``."""
         return self._compress(self._stft(wav))
 
+    def _share_out(self, masks):
+        """Masks ``[M, B, F, L]`` whose magnitude gains ``mask^(1/power)`` sum to 1 over ``M``.
+
+        A bin where every mask is 0 (ReLU outputs) is split evenly, so nothing is lost.
+        """
+        with torch.autocast(device_type=masks.device.type, enabled=False):
+            gains = masks.float().clamp_min(0).pow(1.0 / self.power) + _SHARE_EPS
+            return (gains / gains.sum(0, keepdim=True)).pow(self.power)
+
     def forward(self, mix):
         """Separate ``[batch, time]`` mixtures; returns a :class:`SeparationOutput`."""
         if mix.dim() != 2:
@@ -585,6 +608,8 @@ class STFTMaskingSeparator(torch.nn.Module):
         masks = self.masknet(rep)
         if masks.shape[0] != self.num_masks:
             raise ValueError(self._mask_count_message(masks.shape[0]))
+        if self.mask_normalization == "sum":
+            masks = self._share_out(masks)
         masked_reps = rep.unsqueeze(0) * masks  # [M, B, F, L]
         total = masks  # mask of each output relative to mix_w
         if enhanced_w is not None:

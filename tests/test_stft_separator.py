@@ -87,3 +87,54 @@ def test_without_enhancer_gradient_modulation_is_refused():
         model.enhancement_shared_parameters()
     with pytest.raises(ValueError, match="noise_input"):
         STFTMaskingSeparator(ConstantMasks(2, 1.0), num_spks=2, noise_input="clean")
+
+
+class RandomMasks(torch.nn.Module):
+    """Mask network stand-in: fixed random non-negative masks, some bins 0 for every output."""
+
+    def __init__(self, num_masks):
+        super().__init__()
+        self.num_masks = num_masks
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        gen = torch.Generator().manual_seed(0)
+        masks = torch.randn((self.num_masks,) + tuple(x.shape), generator=gen).clamp_min(0)
+        masks[:, :, :5] = 0  # the lowest bins: no output claims them
+        return self.scale * masks
+
+
+def test_shared_out_masks_add_up_to_the_mixture():
+    torch.manual_seed(0)
+    mix = torch.randn(2, 4001)
+    model = STFTMaskingSeparator(RandomMasks(3), num_spks=2, noise_target="extra_output",
+                                 mask_normalization="sum")
+    out = model(mix)
+    # speakers + noise = mixture, also where every mask is 0 (split evenly)
+    assert torch.allclose(out.est_sources.sum(-1) + out.est_noise, mix, atol=1e-4)
+    masks = out.masked_reps / out.mix_w.unsqueeze(0)
+    assert torch.allclose(masks.pow(2).sum(0), torch.ones_like(out.mix_w), atol=1e-4)
+    assert torch.allclose(masks[:, :, :5], torch.full_like(masks[:, :, :5], 3 ** -0.5), atol=1e-4)
+    # a common scale of the masks changes (up to the 1e-6 floor) nothing once they are shared out
+    model.masknet.scale.data.fill_(7.0)
+    scaled = model(mix).est_noise
+    assert (scaled - out.est_noise).pow(2).sum() < 1e-4 * out.est_noise.pow(2).sum()
+    # without normalisation the same masks do not add up
+    raw = STFTMaskingSeparator(RandomMasks(3), num_spks=2, noise_target="extra_output")(mix)
+    assert not torch.allclose(raw.est_sources.sum(-1) + raw.est_noise, mix, atol=1e-2)
+
+
+def test_shared_out_masks_train_under_autocast_and_bad_values_are_refused():
+    from speechbrain.lobes.models.dual_path import Dual_Path_Model, SBRNNBlock
+
+    block = SBRNNBlock(input_size=8, hidden_channels=4, num_layers=1, bidirectional=True)
+    masknet = Dual_Path_Model(129, 8, block, block, num_layers=1, K=10, num_spks=3)
+    model = STFTMaskingSeparator(masknet, num_spks=2, noise_target="extra_output", mask_normalization="sum")
+    mix = torch.randn(2, 3000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(mix)
+    (out.est_sources.pow(2).mean() + out.est_noise.pow(2).mean()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with pytest.raises(ValueError, match="mask_normalization"):
+        STFTMaskingSeparator(masknet, num_spks=2, noise_target="extra_output", mask_normalization="softmax")

@@ -101,6 +101,7 @@ SEPARATORS = {
         "n_fft: !ref <n_fft>",
         "hop_length: !ref <hop_length>",
         "power: !ref <power>",
+        "mask_normalization: !ref <mask_normalization>",
     ],
 }
 MODELS = {
