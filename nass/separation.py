@@ -501,11 +501,13 @@ class STFTMaskingSeparator(torch.nn.Module):
         ``"none"``: the mask network's non-negative masks are used as they are.
         ``"sum"``: the magnitude gains ``mask^(1/power)`` are divided by their sum over the
         outputs, so every time-frequency bin of the (enhanced) magnitude is shared out among
-        the outputs (a ratio mask, as the ideal ratio mask of Wang et al., IEEE/ACM TASLP
-        2014, arXiv 1708.07524); with the noise output on, the speakers and the noise then add
-        up to the input spectrum, so the estimates are mixture-consistent (Wisdom et al.,
-        "Differentiable consistency constraints for improved deep speech enhancement",
-        ICASSP 2019, arXiv 1811.08521) by construction.
+        the outputs (a ratio mask, as the ideal ratio mask of Wang, Narayanan and Wang, "On
+        training targets for supervised speech separation", IEEE/ACM TASLP 22(12), 2014); with
+        the noise output on, the speakers and the noise then add up to the spectrum the masks
+        act on (the mixture's, or the enhanced one with an enhancer), so the estimates are
+        mixture-consistent (Wisdom et al., "Differentiable consistency constraints for improved
+        deep speech enhancement", ICASSP 2019, arXiv 1811.08521) by construction; not with
+        ``noise_input="mixture"``, whose noise mask acts on ``mix_w`` instead.
 
     Raises
     ------
