@@ -32,6 +32,8 @@ NOISE_TARGETS = ("none", "extra_output")
 NOISE_INPUTS = ("enhanced", "mixture")
 MASK_NORMALIZATIONS = ("none", "sum")  # STFTMaskingSeparator: masks as given, or shared out over the outputs
 _SHARE_EPS = 1e-6  # added to every gain before sharing out: a bin no mask claims is split evenly
+INPUT_NORMALIZATIONS = ("none", "frequency")  # STFTMaskingSeparator: mask network input as is, or per-frequency mean/variance normalised
+_NORM_EPS = 1e-5  # variance floor of the per-frequency input normalisation
 
 
 def source_key(k):
@@ -508,11 +510,19 @@ class STFTMaskingSeparator(torch.nn.Module):
         mixture-consistent (Wisdom et al., "Differentiable consistency constraints for improved
         deep speech enhancement", ICASSP 2019, arXiv 1811.08521) by construction; not with
         ``noise_input="mixture"``, whose noise mask acts on ``mix_w`` instead.
+    input_normalization : {"none", "frequency"}
+        ``"none"``: the mask network (and enhancer) sees ``|X|^power`` as it is.
+        ``"frequency"``: it sees ``|X|^power`` normalised to zero mean and unit variance over
+        the frames of each frequency bin of each utterance (utterance-level mean and variance
+        normalisation per feature, as for ASR features; Viikki and Laurila, Speech
+        Communication 25, 1998), so a channel's spectral colouring and the strong low
+        frequencies do not dominate the input. The masks still act on ``|X|^power``.
 
     Raises
     ------
     ValueError
-        Unknown ``noise_target``, ``noise_input`` or ``mask_normalization``, ``power`` outside (0, 1], a mask network
+        Unknown ``noise_target``, ``noise_input``, ``mask_normalization`` or
+        ``input_normalization``, ``power`` outside (0, 1], a mask network
         (or enhancer) built with the wrong number of outputs, or a mix that is not
         ``[batch, time]``.
 
@@ -529,8 +539,11 @@ class STFTMaskingSeparator(torch.nn.Module):
     """
 
     def __init__(self, masknet, num_spks, noise_target="none", n_fft=256, hop_length=64, power=0.5,
-                 enhancer=None, noise_input="enhanced", mask_normalization="none"):
+                 enhancer=None, noise_input="enhanced", mask_normalization="none", input_normalization="none"):
         super().__init__()
+        if input_normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}")
+        self.input_normalization = input_normalization
         if mask_normalization not in MASK_NORMALIZATIONS:
             raise ValueError(f"mask_normalization must be one of {MASK_NORMALIZATIONS}, got {mask_normalization!r}")
         if noise_target not in NOISE_TARGETS:
@@ -597,6 +610,18 @@ class STFTMaskingSeparator(torch.nn.Module):
             gains = masks.float().clamp_min(0).pow(1.0 / self.power) + _SHARE_EPS
             return (gains / gains.sum(0, keepdim=True)).pow(self.power)
 
+    def _normalize_input(self, rep):
+        """The mask network's input: ``rep`` or, with ``input_normalization="frequency"``,
+        ``rep`` normalised to zero mean and unit variance over the frames of each frequency
+        bin of each utterance (``[batch, F, L]``, float32 statistics)."""
+        if self.input_normalization == "none":
+            return rep
+        with torch.autocast(device_type=rep.device.type, enabled=False):
+            x = rep.float()
+            mean = x.mean(-1, keepdim=True)
+            var = x.var(-1, keepdim=True, unbiased=False)
+            return (x - mean) * torch.rsqrt(var + _NORM_EPS)
+
     def forward(self, mix):
         """Separate ``[batch, time]`` mixtures; returns a :class:`SeparationOutput`."""
         if mix.dim() != 2:
@@ -605,9 +630,9 @@ class STFTMaskingSeparator(torch.nn.Module):
         mix_w = self._compress(spec)
         enhanced_w, rep = None, mix_w
         if self.enhancer is not None:
-            enh_mask = self.enhancer(mix_w)[0]
+            enh_mask = self.enhancer(self._normalize_input(mix_w))[0]
             enhanced_w = rep = mix_w * enh_mask
-        masks = self.masknet(rep)
+        masks = self.masknet(self._normalize_input(rep))
         if masks.shape[0] != self.num_masks:
             raise ValueError(self._mask_count_message(masks.shape[0]))
         if self.mask_normalization == "sum":

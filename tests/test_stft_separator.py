@@ -138,3 +138,39 @@ def test_shared_out_masks_train_under_autocast_and_bad_values_are_refused():
     assert grads and all(torch.isfinite(g).all() for g in grads)
     with pytest.raises(ValueError, match="mask_normalization"):
         STFTMaskingSeparator(masknet, num_spks=2, noise_target="extra_output", mask_normalization="softmax")
+
+
+class RecordInput(torch.nn.Module):
+    """Mask network stand-in that keeps its input and returns unit masks."""
+
+    def __init__(self, num_masks):
+        super().__init__()
+        self.num_masks = num_masks
+        self.seen = None
+
+    def forward(self, x):
+        self.seen = x
+        return torch.ones((self.num_masks,) + tuple(x.shape))
+
+
+def test_frequency_normalised_input_is_standardised_and_masks_still_act_on_the_mixture():
+    torch.manual_seed(0)
+    mix = torch.randn(2, 4000) * torch.tensor([[1.0], [30.0]])
+    masknet = RecordInput(3)
+    model = STFTMaskingSeparator(masknet, num_spks=2, noise_target="extra_output", input_normalization="frequency")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(mix)
+    seen = masknet.seen
+    assert seen.dtype == torch.float32 and seen.shape == out.mix_w.shape
+    assert torch.allclose(seen.mean(-1), torch.zeros(2, 129), atol=1e-4)
+    assert torch.allclose(seen.std(-1, unbiased=False), torch.ones(2, 129), atol=1e-3)
+    # a 30-fold louder mixture gives (almost) the same input: the level is normalised away
+    model(mix[:1] * 30.0)
+    assert torch.allclose(masknet.seen[0], seen[0], atol=1e-3)
+    # the masks act on the mixture's magnitude, not on the normalised input
+    assert torch.allclose(out.est_sources[..., 0], mix, atol=1e-3 * 30)
+    plain = RecordInput(3)
+    STFTMaskingSeparator(plain, num_spks=2, noise_target="extra_output")(mix)
+    assert torch.allclose(plain.seen, out.mix_w)
+    with pytest.raises(ValueError, match="input_normalization"):
+        STFTMaskingSeparator(plain, num_spks=2, input_normalization="global")

@@ -102,6 +102,7 @@ SEPARATORS = {
         "hop_length: !ref <hop_length>",
         "power: !ref <power>",
         "mask_normalization: !ref <mask_normalization>",
+        "input_normalization: !ref <input_normalization>",
     ],
 }
 MODELS = {
