@@ -222,6 +222,41 @@ def test_noise_is_speed_perturbed_only_when_asked(perturb_noise, tmp_path):
     assert dominant_hz(refs.noise[0].numpy(), 8000) == pytest.approx(expected, abs=5)
     assert torch.allclose(refs.mix, refs.sources.sum(-1) + refs.noise)
 
+def test_random_shelf_eq_colours_each_row_keeps_its_rms_and_rejects_bad_settings():
+    from nass.dataio.augment import RandomShelfEQ
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 8000)
+    y = RandomShelfEQ(8000, max_gain_db=10)(x)
+    assert torch.allclose(y.pow(2).mean(-1), x.pow(2).mean(-1), rtol=1e-3)
+    # the low band's share of the energy moves row by row, in both directions
+    low = lambda w: torch.fft.rfft(w).abs().pow(2)[:, 1:300].sum(-1) / torch.fft.rfft(w).abs().pow(2).sum(-1)  # noqa: E731
+    ratio = low(y) / low(x)
+    assert ratio.max() > 2.0 and ratio.min() < 0.5
+    assert torch.equal(RandomShelfEQ(8000, max_gain_db=0)(x), x)
+    for kwargs in (dict(max_gain_db=-1), dict(bass_freq=3000), dict(treble_freq=5000)):
+        with pytest.raises(ValueError, match="RandomShelfEQ"):
+            RandomShelfEQ(8000, **kwargs)
+    with pytest.raises(ValueError, match=r"\[batch, time\]"):
+        RandomShelfEQ(8000)(torch.randn(2, 2, 100))
+
+
+def test_source_augment_changes_each_speaker_and_remixes_with_the_same_noise(tmp_path):
+    from nass.dataio.augment import RandomShelfEQ
+
+    hp = load_demo("sepformer-tiny", tmp_path, speed_perturb=None)
+    assert hp["source_augment"] is None
+    hp["source_augment"] = RandomShelfEQ(8000, max_gain_db=12)
+    brain = make_brain(hp)
+    batch = make_batch(num_utts=2, seconds=1.0)
+    _, refs = brain.compute_forward(batch, sb.Stage.TRAIN)
+    assert torch.allclose(refs.mix, refs.sources.sum(-1) + refs.noise, atol=1e-6)
+    _, valid = brain.compute_forward(batch, sb.Stage.VALID)
+    assert torch.allclose(refs.noise, valid.noise)
+    assert not torch.allclose(refs.sources, valid.sources, atol=1e-3)
+    assert torch.allclose(refs.sources.pow(2).mean(1), valid.sources.pow(2).mean(1), rtol=1e-3)
+
+
 # ----------------------------------------------------------------------------- recipes / YAML
 def all_yaml():
     return sorted(glob.glob(os.path.join(REPO, "recipes", "*", "separation", "hparams", "**", "*.yaml"), recursive=True))

@@ -46,7 +46,9 @@ Modules are always called through ``self.modules`` so the DDP wrapper is used un
 YAML keys read here: ``num_spks``, ``loss_terms``, ``backward`` (plain |
 gradient_modulation), ``mixture`` (noisy | clean), ``threshold_byloss``, ``threshold``,
 ``speed_perturb`` (a ``speechbrain.augment.time_domain.SpeedPerturb`` or null),
-``speed_perturb_noise``, ``lr_scheduler``,
+``speed_perturb_noise``, ``source_augment`` (null, or a callable applied to each speaker's
+``[batch, time]`` waveform in training before re-mixing, e.g. :class:`nass.dataio.augment.RandomShelfEQ`),
+``lr_scheduler``,
 ``log_interval_steps``, ``epoch_counter``, ``train_logger``, ``output_folder``,
 ``tensorboard`` (event files in ``<output_folder>/tensorboard``, :class:`nass.curves.TensorBoardLog`),
 ``plot_training_curves`` (``<output_folder>/training_curves.png`` at every validation,
@@ -278,6 +280,8 @@ class SeparationBrain(sb.core.Brain):
         refs = SeparationBatch.from_padded(batch, self.hparams.num_spks)
         if stage == sb.Stage.TRAIN and self.hparams.speed_perturb is not None:
             refs = self._speed_perturb(refs)
+        if stage == sb.Stage.TRAIN and self.hparams.source_augment is not None:
+            refs = self._augment_sources(refs)
         out = self.modules.separator(refs.mix)
         return out, refs
 
@@ -301,6 +305,15 @@ class SeparationBrain(sb.core.Brain):
         mix_clean = sources.sum(-1)
         mix = mix_clean + noise if self.hparams.mixture == "noisy" else mix_clean
         return dataclasses.replace(refs, mix=mix, sources=sources, noise=noise, mix_clean=mix_clean)
+
+    def _augment_sources(self, refs):
+        """Apply ``source_augment`` (e.g. :class:`nass.dataio.augment.RandomShelfEQ`) to
+        every speaker's waveform independently and re-mix; the noise is left as it is."""
+        sources = torch.stack(
+            [self.hparams.source_augment(refs.sources[..., i]) for i in range(refs.num_spks)], dim=-1)
+        mix_clean = sources.sum(-1)
+        mix = mix_clean + refs.noise if self.hparams.mixture == "noisy" else mix_clean
+        return dataclasses.replace(refs, mix=mix, sources=sources, mix_clean=mix_clean)
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, predictions, stage):
