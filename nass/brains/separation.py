@@ -301,19 +301,21 @@ class SeparationBrain(sb.core.Brain):
             noise = self.hparams.speed_perturb(noise)
         length = min(min(p.shape[-1] for p in parts), noise.shape[-1])
         sources = torch.stack([p[:, :length] for p in parts], dim=-1)
-        noise = noise[:, :length]
-        mix_clean = sources.sum(-1)
-        mix = mix_clean + noise if self.hparams.mixture == "noisy" else mix_clean
-        return dataclasses.replace(refs, mix=mix, sources=sources, noise=noise, mix_clean=mix_clean)
+        return self._remix(refs, sources, noise[:, :length])
 
     def _augment_sources(self, refs):
         """Apply ``source_augment`` (e.g. :class:`nass.dataio.augment.RandomShelfEQ`) to
         every speaker's waveform independently and re-mix; the noise is left as it is."""
         sources = torch.stack(
             [self.hparams.source_augment(refs.sources[..., i]) for i in range(refs.num_spks)], dim=-1)
+        return self._remix(refs, sources, refs.noise)
+
+    def _remix(self, refs, sources, noise):
+        """``refs`` with new ``sources`` ``[batch, time, num_spks]`` and ``noise``
+        ``[batch, time]``, its mixtures rebuilt from them (``mixture: noisy`` adds the noise)."""
         mix_clean = sources.sum(-1)
-        mix = mix_clean + refs.noise if self.hparams.mixture == "noisy" else mix_clean
-        return dataclasses.replace(refs, mix=mix, sources=sources, mix_clean=mix_clean)
+        mix = mix_clean + noise if self.hparams.mixture == "noisy" else mix_clean
+        return dataclasses.replace(refs, mix=mix, sources=sources, noise=noise, mix_clean=mix_clean)
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, predictions, stage):

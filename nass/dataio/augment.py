@@ -16,6 +16,8 @@ class RandomShelfEQ(torch.nn.Module):
     separation recipes), a voice's channel colouring (microphone, codec, band limit) stops
     telling the speakers apart, so the model has to separate by the voices themselves:
     the random-EQ / channel augmentation common in speaker and speech recognition.
+    Source: no reference implementation; the shelf shapes are first-order (the formula
+    above), chosen for this project (``docs/learning_curves.md``, seventh and eighth sessions).
 
     Parameters
     ----------
@@ -59,7 +61,13 @@ class RandomShelfEQ(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, wav):
-        """Colour every row of ``wav`` ``[batch, time]`` with its own random shelves."""
+        """Colour every row of ``wav`` ``[batch, time]`` with its own random shelves.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, time]``, the dtype of ``wav``, each row at its input RMS.
+        """
         if wav.dim() != 2:
             raise ValueError(f"RandomShelfEQ expects [batch, time], got {tuple(wav.shape)}")
         if self.max_gain_db == 0:
