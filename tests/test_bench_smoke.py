@@ -369,3 +369,19 @@ def test_bench_step_time_prints_each_precision_and_variant(capsys):
     sep32, _ = bst.build_separator("demo/convtasnet-tiny-noise", {"kernel_size": 32})
     sep16, _ = bst.build_separator("demo/convtasnet-tiny-noise", {"kernel_size": 16})
     assert sep32.encoder.conv1d.kernel_size != sep16.encoder.conv1d.kernel_size
+
+
+def test_permutation_switches_rows_per_pair_and_all():
+    """bench/permutation_switches.py: pairs from LibriMix-style IDs (voice IDs with dots),
+    pairs under --min_mixtures only in ALL, switched share over the rows' segments."""
+    ps = _load("permutation_switches")
+    assert ps.pair_of("kde.fr-kde-fr-0017_asterisk.allison-asterisk-allison-0001", 2) == "asterisk.allison + kde.fr"
+    assert ps.pair_of("utt0001", 2) == "?"
+    rec = [{"pair": "a + b", "si-snr_i": x, "segment_oracle_si-snr_i": x + 1, "segments": 4, "switched": k}
+           for x, k in ((1.0, 0), (3.0, 2))] + [
+        {"pair": "a + c", "si-snr_i": 5.0, "segment_oracle_si-snr_i": 5.0, "segments": 2, "switched": 0}]
+    rows = ps.summarise(rec, min_mixtures=2)
+    assert [r["pair"] for r in rows] == ["a + b", "ALL"]
+    assert rows[0]["si-snr_i"] == 2.0 and rows[0]["segment_oracle_si-snr_i"] == 3.0
+    assert rows[0]["switched_share"] == 2 / 8 and rows[1]["switched_share"] == 2 / 10
+    assert rows[1]["mixtures"] == 3 and abs(rows[1]["si-snr_i"] - 3.0) < 1e-12

@@ -281,3 +281,38 @@ def test_safe_name_never_merges_two_ids():
     assert all(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,119}", n) for n in names), names
     assert safe_name("spk1-0001_spk2-0002") == "spk1-0001_spk2-0002"  # ordinary IDs stay readable
     assert safe_name(long_id + "_s1") == safe_name(long_id + "_s1")  # deterministic
+
+
+def test_segment_permutation_switches_finds_a_swap_and_what_reordering_recovers():
+    from nass.metrics import segment_permutation_switches
+
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal((16000, 2))
+    good = s + 0.1 * rng.standard_normal(s.shape)  # ~20 dB, one speaker order throughout
+    m = segment_permutation_switches(good[:, ::-1], s, SR, segment_seconds=0.5)
+    assert (m["segments"], m["switched"], m["perm"]) == (4, 0, (1, 0))
+    assert m["segment_oracle_si-snr"] == m["si-snr"] > 15
+    swapped = good.copy()
+    swapped[12000:] = good[12000:, ::-1]  # the last quarter swaps outputs
+    m = segment_permutation_switches(swapped, s, SR, segment_seconds=0.5)
+    assert (m["segments"], m["switched"]) == (4, 1)
+    assert m["si-snr"] < 10 < 15 < m["segment_oracle_si-snr"]
+
+
+def test_segment_permutation_switches_skips_segments_where_a_speaker_is_silent():
+    from nass.metrics import segment_permutation_switches
+
+    rng = np.random.default_rng(4)
+    s = rng.standard_normal((16000, 2))
+    s[:8000, 1] = 0  # speaker 2 starts after 1 s: the first two 0.5 s segments do not count
+    est = s.copy()
+    est[8000:12000] = s[8000:12000, ::-1]
+    m = segment_permutation_switches(est, s, SR, segment_seconds=0.5)
+    assert (m["segments"], m["switched"]) == (2, 1)
+    # a swap of less than margin_db is not a switch: near-identical outputs
+    both = np.repeat(s.sum(1, keepdims=True), 2, axis=1)
+    assert segment_permutation_switches(both, s, SR, segment_seconds=0.5)["switched"] == 0
+    with pytest.raises(ValueError, match="differ"):
+        segment_permutation_switches(s[:100], s, SR)
+    with pytest.raises(ValueError, match="under 2 samples"):
+        segment_permutation_switches(s, s, SR, segment_seconds=1e-5)
