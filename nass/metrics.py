@@ -202,10 +202,10 @@ def _as_numpy(x):
     return np.ascontiguousarray(x, dtype=np.float64)
 
 
-def _as_2d_time_major(x, name):
+def _as_2d_time_major(x, name, caller):
     x = _as_numpy(x)
     if x.ndim != 2:
-        raise ValueError(f"separation_metrics: {name} must be [time, num_spks], got shape {x.shape}")
+        raise ValueError(f"{caller}: {name} must be [time, num_spks], got shape {x.shape}")
     return x
 
 
@@ -278,8 +278,8 @@ def separation_metrics(
     ((1, 0), True, True)
     """
     mix = _as_numpy(mix)
-    est = _as_2d_time_major(est_sources, "est_sources")
-    ref = _as_2d_time_major(targets, "targets")
+    est = _as_2d_time_major(est_sources, "est_sources", "separation_metrics")
+    ref = _as_2d_time_major(targets, "targets", "separation_metrics")
     if mix.ndim != 1 or est.shape != ref.shape or mix.shape[0] != ref.shape[0]:
         raise ValueError(
             f"separation_metrics ({utt_id}): expected mix [time], est_sources and targets "
@@ -391,8 +391,8 @@ def segment_permutation_switches(est_sources, targets, sample_rate, segment_seco
     >>> m["segments"], m["switched"], round(m["segment_oracle_si-snr"]) > 60, m["si-snr"] < 1
     (4, 2, True, True)
     """
-    est = _as_2d_time_major(est_sources, "est_sources")
-    ref = _as_2d_time_major(targets, "targets")
+    est = _as_2d_time_major(est_sources, "est_sources", "segment_permutation_switches")
+    ref = _as_2d_time_major(targets, "targets", "segment_permutation_switches")
     if est.shape != ref.shape:
         raise ValueError(f"segment_permutation_switches: est_sources {est.shape} and targets {ref.shape} differ")
     seg = int(round(segment_seconds * sample_rate))

@@ -316,3 +316,5 @@ def test_segment_permutation_switches_skips_segments_where_a_speaker_is_silent()
         segment_permutation_switches(s[:100], s, SR)
     with pytest.raises(ValueError, match="under 2 samples"):
         segment_permutation_switches(s, s, SR, segment_seconds=1e-5)
+    with pytest.raises(ValueError, match=r"segment_permutation_switches: est_sources must be \[time, num_spks\]"):
+        segment_permutation_switches(s[:, 0], s, SR)
